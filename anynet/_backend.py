@@ -1,0 +1,24 @@
+"""The one place that chooses the framing implementation.
+
+The compiled ``anynet._speedups`` is used when it was built; the pure-Python
+``anynet._framing`` otherwise, or whenever ``ANYNET_NO_EXTENSIONS`` is set to
+anything but ``0`` at import time. Both export the same names.
+"""
+
+import os
+
+if os.environ.get("ANYNET_NO_EXTENSIONS", "") not in ("", "0"):
+    from anynet import _framing as framing
+else:
+    try:
+        from anynet import _speedups as framing  # type: ignore[no-redef]
+    except ImportError:
+        from anynet import _framing as framing  # type: ignore[no-redef]
+
+BACKEND = "python" if framing.__name__ == "anynet._framing" else "compiled"
+
+FrameReader = framing.FrameReader
+FrameWriter = framing.FrameWriter
+apply_mask = framing.apply_mask
+validate_utf8 = framing.validate_utf8
+Utf8Validator = framing.Utf8Validator

@@ -1,0 +1,77 @@
+"""Builds the optional compiled framing core, ``anynet._speedups``.
+
+The extension is optional so that anynet installs everywhere:
+
+* ``ANYNET_NO_EXTENSIONS=1`` skips it, leaving the pure-Python framing;
+* a compiler failure is reported and also leaves the pure-Python framing,
+  unless ``ANYNET_REQUIRE_EXTENSIONS=1`` (release builds, CI) turns it into
+  an error, so a wheel never ships silently without its fast path.
+"""
+
+import os
+import sys
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+
+def _flag(name):
+    return os.environ.get(name, "") not in ("", "0")
+
+
+NO_EXTENSIONS = _flag("ANYNET_NO_EXTENSIONS")
+REQUIRE_EXTENSIONS = _flag("ANYNET_REQUIRE_EXTENSIONS")
+
+if NO_EXTENSIONS and REQUIRE_EXTENSIONS:
+    sys.exit("ANYNET_NO_EXTENSIONS and ANYNET_REQUIRE_EXTENSIONS contradict each other")
+
+
+class optional_build_ext(build_ext):
+    """A build_ext whose failure falls back to pure Python unless required."""
+
+    def run(self):
+        try:
+            super().run()
+        except Exception as exc:
+            self._give_up(exc)
+
+    def build_extension(self, ext):
+        try:
+            super().build_extension(ext)
+        except Exception as exc:
+            self._give_up(exc)
+
+    def _give_up(self, exc):
+        if REQUIRE_EXTENSIONS:
+            raise
+        print(
+            f"WARNING: the anynet extension could not be built ({exc}); "
+            "falling back to the pure-Python framing",
+            file=sys.stderr,
+        )
+
+
+def _extensions():
+    if NO_EXTENSIONS:
+        return []
+    from Cython.Build import cythonize
+
+    extension = Extension(
+        "anynet._speedups",
+        sources=["anynet/_speedups.pyx", "src/mask.c", "src/utf8.c"],
+        include_dirs=["src"],
+        extra_compile_args=[] if sys.platform == "win32" else ["-O3"],
+    )
+    return cythonize(
+        [extension],
+        language_level=3,
+        compiler_directives={
+            "boundscheck": False,
+            "wraparound": False,
+            "cdivision": True,
+            "initializedcheck": False,
+        },
+    )
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": optional_build_ext})
