@@ -37,3 +37,65 @@ def pytest_report_header(config):
     from anynet import _backend
 
     return f"anynet framing backend: {_backend.BACKEND}; tested backends: {FRAMING_BACKENDS}"
+
+
+class PKI:
+    """A throwaway certificate authority with the certificates tests need.
+
+    ``ca`` signs ``server_cert`` (CN localhost; valid for localhost, 127.0.0.1
+    and ::1) and ``client_cert``; the ``*_key`` attributes hold their keys.
+    """
+
+    def __init__(self):
+        from anynet.tls import TLSCertificate, TLSPrivateKey
+
+        self.ca_key = TLSPrivateKey.generate()
+        self.ca = TLSCertificate.generate(self.ca_key, authority=True)
+        self.ca.subject["CN"] = "anynet test CA"
+        self.ca.issuer = self.ca.subject
+        self.ca.sign(self.ca_key)
+        self.server_key, self.server_cert = self.issue(
+            "localhost", dns=["localhost"], ips=["127.0.0.1", "::1"]
+        )
+        self.client_key, self.client_cert = self.issue("anynet test client")
+
+    def issue(self, common_name, dns=(), ips=()):
+        """A fresh (key, certificate) pair for ``common_name``, signed by the CA."""
+        from anynet.tls import TLSCertificate, TLSPrivateKey
+
+        key = TLSPrivateKey.generate()
+        cert = TLSCertificate.generate(key)
+        cert.subject["CN"] = common_name
+        cert.issuer = self.ca.subject
+        if dns or ips:
+            cert.add_subject_alternative_names(dns=dns, ips=ips)
+        cert.sign(self.ca_key)
+        return key, cert
+
+    def server_context(self, require_client_certificate=False):
+        """A new server TLSContext with the server certificate; optionally it
+        requires a client certificate signed by the CA."""
+        from anynet.tls import TLSContext
+
+        context = TLSContext()
+        context.set_certificate(self.server_cert, self.server_key)
+        if require_client_certificate:
+            context.set_authority(self.ca)
+        return context
+
+    def client_context(self, with_certificate=False):
+        """A new client TLSContext that trusts only the CA; optionally it
+        presents the client certificate."""
+        from anynet.tls import TLSContext
+
+        context = TLSContext()
+        context.set_authority(self.ca)
+        if with_certificate:
+            context.set_certificate(self.client_cert, self.client_key)
+        return context
+
+
+@pytest.fixture(scope="session")
+def pki():
+    """One PKI per test session: generating RSA keys is slow."""
+    return PKI()
