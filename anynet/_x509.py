@@ -6,12 +6,16 @@ import hashlib
 import ipaddress
 import os
 from datetime import datetime, timedelta, timezone
-from typing import Iterable, Union
+from typing import Callable, Iterable, TypeVar, Union
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    CertificatePublicKeyTypes,
+)
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from anynet._x509_name import X509Name
@@ -25,7 +29,8 @@ _ENCODINGS = {TYPE_DER: serialization.Encoding.DER, TYPE_PEM: serialization.Enco
 _FORMAT_NAMES = {TYPE_DER: "DER", TYPE_PEM: "PEM"}
 
 # Weaker digests (SHA-1, MD5) are refused: no current TLS library accepts them.
-_SIGNATURE_HASHES = {
+_SignatureHash = Union[hashes.SHA224, hashes.SHA256, hashes.SHA384, hashes.SHA512]
+_SIGNATURE_HASHES: dict[str, Callable[[], _SignatureHash]] = {
     "sha224": hashes.SHA224,
     "sha256": hashes.SHA256,
     "sha384": hashes.SHA384,
@@ -41,32 +46,16 @@ DEFAULT_VALIDITY = timedelta(days=365)
 # Backdating the start tolerates clocks that run behind on the peer's side.
 _BACKDATE = timedelta(days=1)
 
-# Key types that can sign certificates and authenticate a TLS peer.
+# The private key types that can sign a certificate (and so a TLS handshake).
 _SIGNING_KEY_TYPES = (
     rsa.RSAPrivateKey,
     ec.EllipticCurvePrivateKey,
     ed25519.Ed25519PrivateKey,
     ed448.Ed448PrivateKey,
+    dsa.DSAPrivateKey,
 )
-_SigningKey = Union[
-    rsa.RSAPrivateKey,
-    ec.EllipticCurvePrivateKey,
-    ed25519.Ed25519PrivateKey,
-    ed448.Ed448PrivateKey,
-]
-_PUBLIC_KEY_TYPES = (
-    rsa.RSAPublicKey,
-    ec.EllipticCurvePublicKey,
-    ed25519.Ed25519PublicKey,
-    ed448.Ed448PublicKey,
-)
-_PublicKey = Union[
-    rsa.RSAPublicKey,
-    ec.EllipticCurvePublicKey,
-    ed25519.Ed25519PublicKey,
-    ed448.Ed448PublicKey,
-]
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+_Extension = TypeVar("_Extension", bound=x509.ExtensionType)
 
 
 def _encoding(format: int) -> serialization.Encoding:
@@ -103,12 +92,12 @@ def _utc(moment: datetime, field: str) -> datetime:
 
 
 class TLSPrivateKey:
-    """A private key: RSA when generated here; RSA, EC, Ed25519 or Ed448 when loaded.
+    """A private key: RSA when generated here; any key that can sign when loaded.
 
     Make one with ``generate``, ``parse`` or ``load``, not with the constructor.
     """
 
-    def __init__(self, key: _SigningKey) -> None:
+    def __init__(self, key: CertificateIssuerPrivateKeyTypes) -> None:
         self._key = key
 
     @classmethod
@@ -152,13 +141,15 @@ class TLSPrivateKey:
     def save(self, filename: str | os.PathLike[str], format: int) -> None:
         """Write the key to a file (readable by its owner only); see ``encode``."""
         data = self.encode(format)
-        # Created private from the start: a key must never be readable by
-        # others, not even between creating the file and changing its mode.
+        # Private from the moment it exists, so the key is never readable by
+        # others; a file that already existed is made private before the write.
         fd = os.open(filename, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o600)
         with open(fd, "wb") as file:
             file.write(data)
 
-    def public_key(self) -> _PublicKey:
+    def public_key(self) -> CertificatePublicKeyTypes:
         """The matching public key, as a ``cryptography`` public key object."""
         return self._key.public_key()
 
@@ -181,7 +172,7 @@ class TLSCertificate:
     def __init__(
         self,
         *,
-        public_key: _PublicKey,
+        public_key: CertificatePublicKeyTypes,
         subject: X509Name,
         issuer: X509Name,
         serial_number: int,
@@ -258,11 +249,8 @@ class TLSCertificate:
     def _from_x509(cls, certificate: x509.Certificate) -> TLSCertificate:
         # Reading every part now makes a malformed certificate fail here, in
         # parse, rather than later in whatever code first touches the part.
-        public_key = certificate.public_key()
-        if not isinstance(public_key, _PUBLIC_KEY_TYPES):
-            raise ValueError(f"unsupported public key type: {type(public_key).__name__}")
         return cls(
-            public_key=public_key,
+            public_key=certificate.public_key(),
             subject=X509Name._from_x509(certificate.subject),
             issuer=X509Name._from_x509(certificate.issuer),
             serial_number=certificate.serial_number,
@@ -356,25 +344,23 @@ class TLSCertificate:
         """
         if isinstance(dns, str) or isinstance(ips, str):
             raise TypeError("dns and ips must be lists of names, not a single string")
-        names: list[x509.GeneralName] = []
+        existing = self._extension(x509.SubjectAlternativeName)
+        names: list[x509.GeneralName] = [] if existing is None else list(existing)
         for name in dns:
             if not isinstance(name, str) or not name:
                 raise ValueError(f"invalid DNS name: {name!r}")
             try:
-                names.append(x509.DNSName(name))
+                _append_new(names, x509.DNSName(name))
             except ValueError as exc:
                 raise ValueError(f"invalid DNS name {name!r}: {exc}") from None
         for address in ips:
             try:
-                names.append(x509.IPAddress(ipaddress.ip_address(address)))
+                _append_new(names, x509.IPAddress(ipaddress.ip_address(address)))
             except ValueError:
                 raise ValueError(f"invalid IP address: {address!r}") from None
-        existing = self._extension(x509.SubjectAlternativeName)
-        if existing is not None:
-            names = [name for name in existing if name not in names] + names
         self._set_extension(x509.SubjectAlternativeName(names), critical=False)
 
-    def public_key(self) -> _PublicKey:
+    def public_key(self) -> CertificatePublicKeyTypes:
         """The certificate's public key, as a ``cryptography`` public key object.
 
         (The original anynet returned RSA public numbers; call
@@ -414,8 +400,8 @@ class TLSCertificate:
         )
         for extension in self._extensions:
             builder = builder.add_extension(extension.value, extension.critical)
-        algorithm = None if isinstance(signing_key, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)) \
-            else _SIGNATURE_HASHES[alg]()
+        signs_own_hash = isinstance(signing_key, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey))
+        algorithm = None if signs_own_hash else _SIGNATURE_HASHES[alg]()
         try:
             self._signed = builder.sign(signing_key, algorithm)
         except (ValueError, TypeError) as exc:
@@ -477,7 +463,7 @@ class TLSCertificate:
         )
         return signed if unchanged else None
 
-    def _extension(self, kind: type[x509.ExtensionType]) -> x509.ExtensionType | None:
+    def _extension(self, kind: type[_Extension]) -> _Extension | None:
         for extension in self._extensions:
             if isinstance(extension.value, kind):
                 return extension.value
@@ -492,7 +478,7 @@ class TLSCertificate:
         self._extensions.append(extension)
 
 
-def _key_usage(public_key: _PublicKey, authority: bool) -> x509.KeyUsage:
+def _key_usage(public_key: CertificatePublicKeyTypes, authority: bool) -> x509.KeyUsage:
     return x509.KeyUsage(
         digital_signature=True,
         # Only RSA keys can encrypt a TLS 1.2 key exchange.
@@ -505,6 +491,11 @@ def _key_usage(public_key: _PublicKey, authority: bool) -> x509.KeyUsage:
         encipher_only=False,
         decipher_only=False,
     )
+
+
+def _append_new(names: list[x509.GeneralName], name: x509.GeneralName) -> None:
+    if name not in names:
+        names.append(name)
 
 
 def _copy_name(name: X509Name, field: str) -> X509Name:

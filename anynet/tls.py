@@ -23,7 +23,7 @@ import asyncio
 import os
 import ssl
 import tempfile
-from typing import Sequence
+from collections.abc import Sequence
 
 from anynet._x509 import (
     DEFAULT_VALIDITY,
@@ -60,8 +60,8 @@ class TLSContext:
     """
 
     def __init__(self) -> None:
-        self._chain_pem: bytes | None = None
-        self._key_pem: bytes | None = None
+        # The private key followed by the chain, in PEM: what ssl loads.
+        self._identity_pem: bytes | None = None
         self._authority_der: bytes | None = None
         self._verification_enabled = True
         self._contexts: dict[bool, ssl.SSLContext] = {}
@@ -90,8 +90,8 @@ class TLSContext:
             raise ValueError("the private key does not match the certificate")
         # Encoded now, so later changes to the objects cannot slip into a
         # context built afterwards, and an unsigned certificate fails here.
-        self._chain_pem = b"".join(cert.encode(TYPE_PEM) for cert in certs)
-        self._key_pem = key.encode(TYPE_PEM)
+        chain_pem = b"".join(cert.encode(TYPE_PEM) for cert in certs)
+        self._identity_pem = key.encode(TYPE_PEM) + chain_pem
         self._contexts.clear()
 
     def set_authority(self, cert: TLSCertificate) -> None:
@@ -130,13 +130,13 @@ class TLSContext:
         return context
 
     def _build_server(self) -> ssl.SSLContext:
-        if self._chain_pem is None:
+        if self._identity_pem is None:
             raise ValueError("a server needs a certificate: call set_certificate() first")
         # Not create_default_context(CLIENT_AUTH): that would load the system's
         # CA store, and a server must trust no client certificate by default.
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
-        self._load_identity(context)
+        _load_identity(context, self._identity_pem)
         if self._authority_der is not None and self._verification_enabled:
             context.load_verify_locations(cadata=self._authority_der)
             context.verify_mode = ssl.CERT_REQUIRED
@@ -152,24 +152,24 @@ class TLSContext:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         context.minimum_version = ssl.TLSVersion.TLSv1_2
-        if self._chain_pem is not None:
-            self._load_identity(context)
+        if self._identity_pem is not None:
+            _load_identity(context, self._identity_pem)
         return context
 
-    def _load_identity(self, context: ssl.SSLContext) -> None:
-        assert self._chain_pem is not None and self._key_pem is not None
-        # ssl reads certificates and keys only from files. The key touches the
-        # disk only inside a fresh directory that only we may enter, in a file
-        # only we may read, and both are gone when this block ends, however.
-        with tempfile.TemporaryDirectory(prefix="anynet-") as directory:
-            path = os.path.join(directory, "identity.pem")
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with open(fd, "wb") as file:
-                file.write(self._key_pem + self._chain_pem)
-            try:
-                context.load_cert_chain(path)
-            except ssl.SSLError as exc:
-                raise ValueError(f"ssl refused the certificate or key: {exc}") from None
+
+def _load_identity(context: ssl.SSLContext, identity_pem: bytes) -> None:
+    # ssl reads certificates and keys only from files. The key touches the
+    # disk only inside a fresh directory that only we may enter, in a file
+    # only we may read, and both are gone when this block ends, however it ends.
+    with tempfile.TemporaryDirectory(prefix="anynet-") as directory:
+        path = os.path.join(directory, "identity.pem")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with open(fd, "wb") as file:
+            file.write(identity_pem)
+        try:
+            context.load_cert_chain(path)
+        except ssl.SSLError as exc:
+            raise ValueError(f"ssl refused the certificate or key: {exc}") from None
 
 
 def peer_certificate(transport: asyncio.BaseTransport) -> TLSCertificate | None:
