@@ -1,0 +1,229 @@
+"""Side-by-side echo benchmark: anynet, picows, websockets, aiohttp and a raw TCP ceiling.
+
+Each library's echo server and its client run in two separate processes on
+127.0.0.1.  The client counts round trips completed (messages sent and echoed back)
+per second, over a fixed window after a warm-up, in three modes:
+
+- ``ping-pong``: one connection, one message in flight: per-message latency cost.
+- ``pipelined``: one connection, many messages in flight (128 up to 4 KiB, 16 of
+  64 KiB, 4 of 1 MiB, so at most 4 MiB is in flight): throughput.
+- ``many``: 100 connections in one client process, each ping-pong, all served by
+  one server process: the game-server pattern.  1 MiB is left out of this mode
+  (100 MiB in flight each way measures the allocator, not the library).
+
+Binary messages of 16 B, 256 B, 4 KiB, 64 KiB and 1 MiB; the standard asyncio loop
+and uvloop.  The first reply on every connection is compared byte for byte and
+every later one by length, so a broken echo cannot report a speed.
+
+    python benchmarks/echo.py            # full run, under ten minutes
+    python benchmarks/echo.py --quick    # under a minute
+    python benchmarks/echo.py --libs anynet,picows --modes pipelined --sizes 16,4k --loop uvloop
+
+Writes ``results/echo.json`` (every raw figure, the machine, library versions),
+``results/echo.md`` (the table of medians and ratios to picows) and
+``results/echo.png`` (the plot); ``--quick`` writes ``echo-quick.*`` instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+from pathlib import Path
+from typing import Any
+
+import _harness
+import _peers
+
+SIZES = (16, 256, 4096, 65536, 1024 * 1024)
+MODES = ("ping-pong", "pipelined", "many")
+MANY_CONNECTIONS = 100
+LARGEST_SIZE_WITH_MANY_CONNECTIONS = 65536
+MODE_TITLES = {
+    "ping-pong": "ping-pong",
+    "pipelined": "pipelined",
+    "many": f"{MANY_CONNECTIONS} connections",
+}
+
+FULL = {"repeats": 3, "warmup": 0.3, "duration": 0.8}
+QUICK = {"repeats": 1, "warmup": 0.1, "duration": 0.2}
+
+
+def pipeline_window(size: int) -> int:
+    """Messages in flight when pipelining: deep for small messages, at most 4 MiB in all."""
+    if size <= 4096:
+        return 128
+    return max(1, min(128, 4 * 1024 * 1024 // size))
+
+
+def cells_to_run(modes: list[str], sizes: list[int], loops: list[str]) -> list[dict[str, Any]]:
+    cells = []
+    for mode in modes:
+        for size in sizes:
+            if mode == "many" and size > LARGEST_SIZE_WITH_MANY_CONNECTIONS:
+                continue
+            for loop in loops:
+                cells.append(
+                    {
+                        "mode": mode,
+                        "size": size,
+                        "loop": loop,
+                        "window": pipeline_window(size) if mode == "pipelined" else 1,
+                        "connections": MANY_CONNECTIONS if mode == "many" else 1,
+                    }
+                )
+    return cells
+
+
+def describe(cell: dict[str, Any]) -> str:
+    return f"{cell['mode']} {_harness.size_label(cell['size'])} {cell['loop']}"
+
+
+def show(reply: dict[str, Any]) -> str:
+    return f"{reply['rate']:,.0f}/s" if "rate" in reply else "FAILED"
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="one short repeat: under a minute")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop", "both"), default="both")
+    parser.add_argument("--libs", default=",".join(_peers.LIBRARIES), help="comma-separated libraries")
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated modes")
+    parser.add_argument(
+        "--sizes",
+        default="16,256,4k,64k,1m",
+        help="comma-separated message sizes in bytes, k (KiB) or m (MiB)",
+    )
+    parser.add_argument("--repeats", type=int, help="interleaved repeats (full 3, quick 1)")
+    parser.add_argument("--warmup", type=float, help="seconds before each window (full 0.3, quick 0.1)")
+    parser.add_argument("--duration", type=float, help="seconds measured (full 0.8, quick 0.2)")
+    parser.add_argument(
+        "--output", type=Path, default=_harness.BENCHMARKS / "results", help="results directory"
+    )
+    arguments = parser.parse_args(argv)
+    defaults = QUICK if arguments.quick else FULL
+    for name, value in defaults.items():
+        if getattr(arguments, name) is None:
+            setattr(arguments, name, value)
+    return arguments
+
+
+def main(argv: list[str] | None = None) -> None:
+    arguments = parse_arguments(argv)
+    loops = _harness.loops_from_option(arguments.loop)
+    requested = _harness.parse_list(arguments.libs, _peers.LIBRARIES, "libraries")
+    modes = _harness.parse_list(arguments.modes, MODES, "modes")
+    sizes = [_harness.parse_size(size) for size in arguments.sizes.split(",")]
+    libraries, skipped = _harness.usable_libraries(_harness.default_library_order(requested), loops)
+    if not libraries:
+        raise SystemExit("no library to measure")
+    cells = cells_to_run(modes, sizes, loops)
+
+    workers = _harness.Workers()
+    anynet_framing: dict[str, str] = {}
+
+    def measure(cell: dict[str, Any], library: str) -> dict[str, Any]:
+        command = {
+            "op": "echo",
+            "pattern": "ping-pong" if cell["mode"] == "many" else cell["mode"],
+            "size": cell["size"],
+            "window": cell["window"],
+            "connections": cell["connections"],
+            "warmup": arguments.warmup,
+            "duration": arguments.duration,
+        }
+        try:
+            server = workers.get("server", library, cell["loop"])
+            client = workers.get("client", library, cell["loop"])
+            if library == "anynet":
+                anynet_framing[cell["loop"]] = server.hello.get("framing", "unknown")
+            # Generous: the slowest library moving 1 MiB messages still answers in seconds.
+            timeout = arguments.warmup + arguments.duration + 60
+            return client.request(dict(command, port=server.hello["port"]), timeout)
+        except _harness.WorkerError as error:
+            print(f"  {error}", file=sys.stderr)
+            workers.stop(library, cell["loop"])
+            return {"error": str(error)}
+
+    started = datetime.datetime.now(datetime.timezone.utc)
+    machine = _harness.machine_description()
+    try:
+        records = _harness.run_interleaved(
+            cells, libraries, arguments.repeats, measure, describe, show
+        )
+    finally:
+        workers.stop_all()
+    _harness.summarize(records, libraries, "rate")
+
+    results = {
+        "benchmark": "echo",
+        "unit": "round trips per second",
+        "started": started.isoformat(timespec="seconds"),
+        "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["python", "benchmarks/echo.py"] + (argv if argv is not None else sys.argv[1:])),
+        "quick": arguments.quick,
+        "settings": {
+            "repeats": arguments.repeats,
+            "warmup_seconds": arguments.warmup,
+            "duration_seconds": arguments.duration,
+            "many_connections": MANY_CONNECTIONS,
+            "pipeline_windows": {_harness.size_label(size): pipeline_window(size) for size in sizes},
+        },
+        "machine": machine,
+        "anynet_framing": anynet_framing,
+        "libraries": libraries,
+        "skipped": skipped,
+        "cells": records,
+    }
+    stem = "echo-quick" if arguments.quick else "echo"
+    _harness.write_json(arguments.output / f"{stem}.json", results)
+    report = render_markdown(results)
+    (arguments.output / f"{stem}.md").write_text(report)
+    print(report)
+    try:
+        import plot
+    except ImportError as error:
+        print(f"no plot ({error}); install the bench extra for matplotlib", file=sys.stderr)
+    else:
+        plot.plot_echo(results, arguments.output / f"{stem}.png")
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    machine = results["machine"]
+    versions = ", ".join(f"{name} {version}" for name, version in machine["libraries"].items())
+    settings = results["settings"]
+    framing = ", ".join(f"{loop}: {backend}" for loop, backend in results["anynet_framing"].items())
+    table = _harness.markdown_table(
+        results["cells"],
+        results["libraries"],
+        ("mode", "size", "loop"),
+        lambda cell: (MODE_TITLES[cell["mode"]], _harness.size_label(cell["size"]), cell["loop"]),
+        lambda cell, rate: f"{rate:,.0f}",
+    )
+    lines = [
+        f"Echo round trips per second (median of {settings['repeats']} interleaved repeats of "
+        f"{settings['duration_seconds']} s after {settings['warmup_seconds']} s warm-up); in "
+        f"brackets the median ratio to picows within each repeat.",
+        "",
+        table,
+        "",
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['platform']}, "
+        f"{machine['python']}. Versions: {versions}. anynet commit {machine['anynet_commit']}"
+        + (f", framing {framing}" if framing else "")
+        + f". Started {results['started']}.",
+    ]
+    if results["skipped"]:
+        lines.append("")
+        lines.extend(f"Not measured: {name} ({reason})." for name, reason in results["skipped"].items())
+    errors = sorted({error for cell in results["cells"] for error in cell["errors"]})
+    if errors:
+        lines.append("")
+        lines.extend(f"Failure: {error}" for error in errors)
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
