@@ -1,0 +1,302 @@
+"""The opening handshake of RFC 6455 section 4, for both roles.
+
+Client side: ``build_request`` writes the upgrade request,
+``ResponseHeadProtocol`` reads the server's response head with httptools
+(and keeps whatever arrived after it: a server may send a frame at once),
+and ``check_response`` decides whether the server accepted us.
+
+Server side: ``check_request`` looks at an HTTP request and says which
+response it deserves: 101 with the headers that complete the handshake, or
+the error status that explains the refusal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import os
+import re
+from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+
+import httptools
+
+from anynet._url import WebSocketURL
+from anynet._ws_errors import HandshakeError
+
+# RFC 6455 section 1.3: the fixed GUID that proves the server speaks WebSocket.
+_ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+WEBSOCKET_VERSION = "13"
+
+# The largest response head (status line and headers) a client accepts from a
+# server, so that a hostile server cannot make it buffer without end.
+MAX_RESPONSE_HEAD_SIZE = 64 * 1024
+
+# RFC 7230 section 3.2.6: a token, the syntax of a subprotocol name.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# A header name (a token) and a value without line breaks or other controls.
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+
+
+def generate_key() -> str:
+    """A fresh ``Sec-WebSocket-Key``: 16 random bytes in base64."""
+    return base64.b64encode(os.urandom(16)).decode("ascii")
+
+
+def accept_value(key: str) -> str:
+    """The ``Sec-WebSocket-Accept`` value that answers ``key``."""
+    digest = hashlib.sha1(key.encode("ascii") + _ACCEPT_GUID).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def is_valid_key(key: str) -> bool:
+    """Whether ``key`` is, as RFC 6455 requires, the base64 of exactly 16 bytes."""
+    try:
+        return len(base64.b64decode(key.encode("ascii"), validate=True)) == 16
+    except (UnicodeError, binascii.Error):
+        return False
+
+
+def header_tokens(value: str) -> List[str]:
+    """The elements of a comma-separated header value, stripped, empty ones dropped."""
+    return [token for token in (part.strip() for part in value.split(",")) if token]
+
+
+def check_subprotocols(protocols: Optional[Sequence[str]]) -> List[str]:
+    """Our user's subprotocol offer, validated: a list of tokens."""
+    if protocols is None:
+        return []
+    if isinstance(protocols, (str, bytes)):
+        raise TypeError("protocols must be a list of strings, not a single string")
+    offer = list(protocols)
+    for protocol in offer:
+        if not isinstance(protocol, str) or not _TOKEN.fullmatch(protocol):
+            raise ValueError(f"invalid subprotocol name: {protocol!r}")
+    if len(set(offer)) != len(offer):
+        raise ValueError(f"subprotocols offered twice in {offer!r}")
+    return offer
+
+
+def check_extra_headers(headers: Optional[Mapping[str, str]]) -> List[Tuple[str, str]]:
+    """Our user's additional request headers, validated against header injection."""
+    if headers is None:
+        return []
+    checked = []
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+            raise ValueError(f"invalid header name: {name!r}")
+        if not isinstance(value, str) or not _HEADER_VALUE.fullmatch(value):
+            raise ValueError(f"invalid value for header {name!r}: {value!r}")
+        if name.lower() in _HANDSHAKE_HEADERS:
+            raise ValueError(f"the {name} header is set by the handshake itself")
+        checked.append((name, value))
+    return checked
+
+
+_HANDSHAKE_HEADERS = frozenset(
+    (
+        "host",
+        "upgrade",
+        "connection",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-protocol",
+        "sec-websocket-extensions",
+    )
+)
+
+
+def build_request(
+    url: WebSocketURL, key: str, protocols: Sequence[str], headers: Sequence[Tuple[str, str]]
+) -> bytes:
+    """The client's upgrade request, ready to be written."""
+    lines = [
+        f"GET {url.resource} HTTP/1.1",
+        f"Host: {url.host_header}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {key}",
+        f"Sec-WebSocket-Version: {WEBSOCKET_VERSION}",
+    ]
+    if protocols:
+        lines.append(f"Sec-WebSocket-Protocol: {', '.join(protocols)}")
+    lines.extend(f"{name}: {value}" for name, value in headers)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+class ResponseHead(NamedTuple):
+    """A server's response head, and the bytes that followed it."""
+
+    status: int
+    headers: Dict[str, str]
+    leftover: bytes
+
+
+class ResponseHeadProtocol(asyncio.Protocol):
+    """Writes the upgrade request, then reads the response head with httptools.
+
+    ``head`` resolves to a ``ResponseHead`` or fails with ``HandshakeError``.
+    Once the head is complete, reading is paused so that every later byte
+    stays in the transport until the WebSocket protocol takes over.
+    """
+
+    def __init__(self, request: bytes) -> None:
+        self.head: asyncio.Future[ResponseHead] = asyncio.get_running_loop().create_future()
+        self._request = request
+        self._parser = httptools.HttpResponseParser(self)
+        self._headers: Dict[str, str] = {}
+        self._headers_complete = False
+        self._received = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        transport.write(self._request)
+
+    def data_received(self, data: bytes) -> None:
+        if self.head.done():
+            return
+        self._received += len(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self._finish(data[upgrade.args[0] :])
+            return
+        except httptools.HttpParserError:
+            # A 101 without an Upgrade header stops the parser like this too;
+            # the header check reports it properly.
+            if not self._headers_complete:
+                self._fail(HandshakeError("the server sent an invalid HTTP response"))
+                return
+        if self._headers_complete:
+            self._finish(b"")
+        elif self._received > MAX_RESPONSE_HEAD_SIZE:
+            self._fail(
+                HandshakeError(f"the server's response head exceeds {MAX_RESPONSE_HEAD_SIZE} bytes")
+            )
+
+    def eof_received(self) -> None:
+        self._fail(HandshakeError("the server closed the connection during the handshake"))
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        error = HandshakeError("the connection was lost during the handshake")
+        error.__cause__ = exc
+        self._fail(error)
+
+    # httptools callbacks
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1").strip()
+        previous = self._headers.get(key)
+        self._headers[key] = text if previous is None else f"{previous}, {text}"
+
+    def on_headers_complete(self) -> None:
+        self._headers_complete = True
+
+    def _finish(self, leftover: bytes) -> None:
+        self._transport.pause_reading()
+        self.head.set_result(ResponseHead(self._parser.get_status_code(), self._headers, leftover))
+
+    def _fail(self, error: HandshakeError) -> None:
+        if not self.head.done():
+            self.head.set_exception(error)
+
+
+def check_response(head: ResponseHead, key: str, offered: Sequence[str]) -> Optional[str]:
+    """Check the server's answer to our request; return the chosen subprotocol."""
+    status, headers = head.status, head.headers
+
+    def refuse(message: str) -> HandshakeError:
+        return HandshakeError(message, status, headers)
+
+    if status != 101:
+        raise refuse(f"the server answered with status {status} instead of 101")
+    if "websocket" not in (token.lower() for token in header_tokens(headers.get("upgrade", ""))):
+        raise refuse("the server's response lacks 'Upgrade: websocket'")
+    if "upgrade" not in (token.lower() for token in header_tokens(headers.get("connection", ""))):
+        raise refuse("the server's response lacks 'Connection: Upgrade'")
+    if headers.get("sec-websocket-accept") != accept_value(key):
+        raise refuse("the server's Sec-WebSocket-Accept does not match our key")
+    if "sec-websocket-extensions" in headers:
+        raise refuse("the server chose an extension that was not offered")
+    chosen = headers.get("sec-websocket-protocol")
+    if chosen is None:
+        return None
+    if chosen not in offered:
+        raise refuse(f"the server chose the subprotocol {chosen!r}, which was not offered")
+    return chosen
+
+
+class ServerHandshake(NamedTuple):
+    """The server's verdict on an upgrade request.
+
+    ``status`` is 101 when the request is accepted; otherwise it is the error
+    status to answer with and ``message`` says why, for the response body.
+    ``headers`` are the response headers either way.
+    """
+
+    status: int
+    headers: List[Tuple[str, str]]
+    message: str
+    subprotocol: Optional[str]
+
+
+def check_request(
+    method: str, version: str, headers: Mapping[str, str], protocol: Optional[str]
+) -> ServerHandshake:
+    """Check a client's upgrade request (RFC 6455 section 4.2.1).
+
+    ``headers`` must look names up case-insensitively. ``protocol`` is the
+    subprotocol the server speaks: when set, a client that does not offer it
+    is refused with 400.
+    """
+
+    def refuse(
+        status: int, message: str, extra: Sequence[Tuple[str, str]] = ()
+    ) -> ServerHandshake:
+        return ServerHandshake(status, list(extra), message, None)
+
+    if method != "GET":
+        return refuse(405, "a WebSocket handshake uses GET", [("Allow", "GET")])
+    if _version_tuple(version) < (1, 1):
+        return refuse(400, "a WebSocket handshake needs HTTP/1.1 or later")
+    upgrade = [token.lower() for token in header_tokens(headers.get("Upgrade", ""))]
+    connection = [token.lower() for token in header_tokens(headers.get("Connection", ""))]
+    if "websocket" not in upgrade or "upgrade" not in connection:
+        return refuse(
+            426,
+            "this resource speaks WebSocket: send 'Upgrade: websocket' and 'Connection: Upgrade'",
+            [("Upgrade", "websocket"), ("Connection", "Upgrade")],
+        )
+    if headers.get("Sec-WebSocket-Version", "").strip() != WEBSOCKET_VERSION:
+        return refuse(
+            426,
+            f"unsupported WebSocket version: this server speaks version {WEBSOCKET_VERSION}",
+            [("Sec-WebSocket-Version", WEBSOCKET_VERSION)],
+        )
+    key = headers.get("Sec-WebSocket-Key", "").strip()
+    if not is_valid_key(key):
+        return refuse(400, "missing or invalid Sec-WebSocket-Key")
+    offered = header_tokens(headers.get("Sec-WebSocket-Protocol", ""))
+    if protocol is not None and protocol not in offered:
+        return refuse(400, f"this resource requires the subprotocol {protocol!r}")
+
+    response_headers = [
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Accept", accept_value(key)),
+    ]
+    if protocol is not None:
+        response_headers.append(("Sec-WebSocket-Protocol", protocol))
+    return ServerHandshake(101, response_headers, "", protocol)
+
+
+def _version_tuple(version: str) -> Tuple[int, ...]:
+    # "HTTP/1.1" as the HTTP layer reports it, or a bare "1.1".
+    try:
+        return tuple(int(part) for part in version.rpartition("/")[2].split("."))
+    except ValueError:
+        return (0,)

@@ -1,0 +1,87 @@
+"""The limits and timers of a WebSocket connection, with their defaults.
+
+Every resource a peer can make us spend has a bound here. The defaults suit
+a server with many connections exchanging small and medium messages; each is
+a keyword-only option of ``connect``, ``serve`` and ``route``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+#: Largest message (the sum of its fragments) accepted from the peer. A peer
+#: that announces a bigger one gets close code 1009.
+DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
+#: Unread messages above which the connection stops reading from the socket.
+#: Reading resumes when the application has read the queue down to a quarter.
+DEFAULT_MAX_QUEUE = 32
+#: Bytes waiting to be written above which ``send`` waits for the peer to read.
+DEFAULT_WRITE_LIMIT = 64 * 1024
+#: Seconds for the opening handshake (client: TCP and TLS connect included).
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+#: Seconds for the closing handshake and the TCP close that follows it.
+DEFAULT_DISCONNECT_TIMEOUT = 5.0
+#: Seconds between keepalive pings, and the seconds to wait for their pong.
+DEFAULT_PING_INTERVAL = 20.0
+DEFAULT_PING_TIMEOUT = 20.0
+
+
+class ConnectionOptions(NamedTuple):
+    """The validated options of one connection (see the module constants)."""
+
+    max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE
+    max_queue: Optional[int] = DEFAULT_MAX_QUEUE
+    write_limit: int = DEFAULT_WRITE_LIMIT
+    disconnect_timeout: float = DEFAULT_DISCONNECT_TIMEOUT
+    ping_interval: Optional[float] = DEFAULT_PING_INTERVAL
+    ping_timeout: Optional[float] = DEFAULT_PING_TIMEOUT
+
+
+def connection_options(
+    *,
+    max_message_size: Optional[int],
+    max_queue: Optional[int],
+    write_limit: int,
+    disconnect_timeout: Optional[float],
+    ping_interval: Optional[float],
+    ping_timeout: Optional[float],
+) -> ConnectionOptions:
+    """Check our user's options at once, so that a mistake fails loudly and early."""
+    return ConnectionOptions(
+        max_message_size=_optional_count("max_message_size", max_message_size),
+        max_queue=_optional_count("max_queue", max_queue),
+        write_limit=_count("write_limit", write_limit),
+        disconnect_timeout=(
+            DEFAULT_DISCONNECT_TIMEOUT
+            if disconnect_timeout is None
+            else _seconds("disconnect_timeout", disconnect_timeout, allow_zero=True)
+        ),
+        ping_interval=optional_seconds("ping_interval", ping_interval),
+        ping_timeout=optional_seconds("ping_timeout", ping_timeout),
+    )
+
+
+def optional_seconds(name: str, value: Optional[float]) -> Optional[float]:
+    """A positive number of seconds, or None to turn the timer off."""
+    return None if value is None else _seconds(name, value, allow_zero=False)
+
+
+def _seconds(name: str, value: float, *, allow_zero: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if value != value or value < 0 or (value == 0 and not allow_zero):
+        bound = "zero or more" if allow_zero else "more than zero"
+        raise ValueError(f"{name} must be {bound} seconds, not {value!r}")
+    return float(value)
+
+
+def _optional_count(name: str, value: Optional[int]) -> Optional[int]:
+    return None if value is None else _count(name, value)
+
+
+def _count(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, not {value}")
+    return value

@@ -1,0 +1,681 @@
+"""One WebSocket connection: the asyncio protocol and the user's object in one.
+
+``WebSocketClient`` is both the ``asyncio.BufferedProtocol`` that the
+transport drives and the object the application calls ``send``/``recv`` on.
+Keeping them one object keeps the hot path short: a read is one call into
+the framing core plus one pass that queues the messages, and a ``recv`` with
+a message waiting is a deque pop that never suspends.
+
+The same class serves both roles; the role decides masking (through the
+framing reader and writer) and who closes TCP first (the server).
+
+Closing follows RFC 6455 section 7. States: OPEN; CLOSING, after we sent a
+Close and wait for the peer's; CLOSED, once no more frames may be sent (both
+Close frames exchanged, or the connection failed or was lost). Receiving
+stops separately: once the peer's Close (or a protocol error, or the loss of
+the connection) has been seen, no more messages can arrive, and receivers get
+``ConnectionClosed`` after the queue is drained.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+from collections import deque
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Deque,
+    Dict,
+    Iterable,
+    List,
+    Optional,
+    Tuple,
+    Union,
+    cast,
+)
+
+from anynet import tls
+from anynet._backend import FrameReader, FrameWriter
+from anynet._events import (
+    CLOSE_ABNORMAL,
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_NO_STATUS,
+    CLOSE_NORMAL,
+    OP_BINARY,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    Close,
+    Ping,
+    Pong,
+    ProtocolError,
+)
+from anynet._ws_errors import ConnectionClosed, ConnectionClosedOK, closed_error
+from anynet._ws_options import ConnectionOptions
+
+if TYPE_CHECKING:
+    from anynet.http import HTTPRequest
+
+Message = Union[bytes, str]
+
+_OPEN = 1
+_CLOSING = 2
+_CLOSED = 3
+
+# A server sends a large bytes payload after a separately encoded header, so
+# that the payload is never copied into a frame.
+_UNCOPIED_PAYLOAD_SIZE = 64 * 1024
+# RFC 6455 section 5.5: a Close frame carries a 2-byte code and 123 bytes of reason.
+_MAX_CLOSE_REASON = 123
+
+
+class WebSocketClient(asyncio.BufferedProtocol):
+    """One WebSocket connection, on either side: what ``connect`` yields and handlers get.
+
+    Messages are received in arrival order with ``recv_message()`` or
+    ``async for message in client`` (``bytes`` for binary messages, ``str``
+    for text), or by type with ``recv()`` and ``recv_text()``; a message of
+    the other type stays queued for the other method. Every unread message
+    counts toward ``max_queue``, so an application that reads one type only
+    must not be sent the other.
+
+    ``subprotocol`` is the negotiated subprotocol (or ``None``). On the
+    server side, ``request`` is the ``anynet.http.HTTPRequest`` of the
+    opening handshake (``path``, ``params``, ``headers``), e.g. to
+    authenticate the client; it is ``None`` on the client side.
+
+    After the connection has closed, ``close_code`` and ``close_reason`` say
+    how, and every ``send``/``recv`` raises ``ConnectionClosed`` with them
+    (``ConnectionClosedOK`` for codes 1000, 1001 and 1005).
+
+    The ``asyncio.BufferedProtocol`` methods are the transport's interface,
+    not the application's.
+    """
+
+    def __init__(
+        self,
+        *,
+        is_client: bool,
+        options: ConnectionOptions,
+        subprotocol: Optional[str] = None,
+        request: Optional[HTTPRequest] = None,
+    ) -> None:
+        self.subprotocol = subprotocol
+        self.request = request
+        self._is_client = is_client
+        self._options = options
+        self._loop = asyncio.get_running_loop()
+        self._reader = FrameReader(is_client, options.max_message_size)
+        self._writer = FrameWriter(is_client)
+        self._transport: Optional[asyncio.Transport] = None
+        self._local_address: Tuple[str, int] = ("", 0)
+        self._remote_address: Tuple[str, int] = ("", 0)
+        self._certificate: Optional[tls.TLSCertificate] = None
+        self._certificate_read = False
+
+        self._state = _OPEN
+        self._receiving = True
+        self._close_code: Optional[int] = None
+        self._close_reason = ""
+        self._sent_close: Optional[Tuple[int, str]] = None
+        self._close_timer: Optional[asyncio.TimerHandle] = None
+        self._transport_lost = False
+        self._connection_closed: asyncio.Future[None] = self._loop.create_future()
+
+        self._messages: Deque[Message] = deque()
+        self._receivers: List[asyncio.Future[None]] = []
+        max_queue = options.max_queue
+        self._pause_level = sys.maxsize if max_queue is None else max_queue
+        self._resume_level = 0 if max_queue is None else max_queue // 4
+        self._reading_paused = False
+
+        self._pending: Optional[List[bytes]] = None
+        self._pending_size = 0
+        self._writing_paused = False
+        self._drainers: List[asyncio.Future[None]] = []
+
+        self._pings: Dict[bytes, Tuple[float, Optional[asyncio.Future[float]]]] = {}
+        self._keepalive_payload: Optional[bytes] = None
+        self._keepalive_timer: Optional[asyncio.TimerHandle] = None
+
+    # ------------------------------------------------------------------
+    # The application's interface
+
+    async def send(self, data: bytes) -> None:
+        """Send a binary message. Waits while the send buffer is over ``write_limit``."""
+        if self._state is not _OPEN:
+            raise self._closed_exception()
+        cls = data.__class__
+        if cls is not bytes and not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"send() takes bytes, not {cls.__name__}; use send_text() for str")
+        if self._writing_paused:
+            await self._wait_for_writing()
+        if cls is bytes and len(data) >= _UNCOPIED_PAYLOAD_SIZE and not self._is_client:
+            self._write(self._writer.encode_header(OP_BINARY, len(data)))
+            self._write(data)
+        else:
+            self._write(self._writer.encode(OP_BINARY, data))
+
+    async def send_text(self, data: str) -> None:
+        """Send a text message. Waits while the send buffer is over ``write_limit``."""
+        if self._state is not _OPEN:
+            raise self._closed_exception()
+        if data.__class__ is not str and not isinstance(data, str):
+            raise TypeError(
+                f"send_text() takes str, not {type(data).__name__}; use send() for bytes"
+            )
+        if self._writing_paused:
+            await self._wait_for_writing()
+        self._write(self._writer.encode(OP_TEXT, data))
+
+    async def recv(self) -> bytes:
+        """Receive the next binary message; text messages stay queued for ``recv_text``."""
+        messages = self._messages
+        if messages and messages[0].__class__ is bytes:
+            message = messages.popleft()
+            if self._reading_paused:
+                self._resume_reading_if_drained()
+            return message  # type: ignore[return-value]  # the class check narrows it
+        return cast(bytes, await self._receive(bytes))
+
+    async def recv_text(self) -> str:
+        """Receive the next text message; binary messages stay queued for ``recv``."""
+        messages = self._messages
+        if messages and messages[0].__class__ is str:
+            message = messages.popleft()
+            if self._reading_paused:
+                self._resume_reading_if_drained()
+            return message  # type: ignore[return-value]  # the class check narrows it
+        return cast(str, await self._receive(str))
+
+    async def recv_message(self) -> Message:
+        """Receive the next message of either type: ``bytes`` for binary, ``str`` for text."""
+        messages = self._messages
+        if messages:
+            message = messages.popleft()
+            if self._reading_paused:
+                self._resume_reading_if_drained()
+            return message
+        return await self._receive(None)
+
+    def __aiter__(self) -> WebSocketClient:
+        return self
+
+    async def __anext__(self) -> Message:
+        """The next message of either type; iteration ends when the connection closes normally.
+
+        An abnormal close (an error code, a protocol violation, a lost
+        connection) raises ``ConnectionClosedError`` instead.
+        """
+        messages = self._messages
+        if messages:
+            message = messages.popleft()
+            if self._reading_paused:
+                self._resume_reading_if_drained()
+            return message
+        try:
+            return await self._receive(None)
+        except ConnectionClosedOK:
+            raise StopAsyncIteration from None
+
+    async def ping(self) -> float:
+        """Send a ping and wait for its pong; return the round-trip time in seconds."""
+        if self._state is not _OPEN:
+            raise self._closed_exception()
+        waiter: asyncio.Future[float] = self._loop.create_future()
+        self._send_ping(waiter)
+        return await waiter
+
+    async def disconnect(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        """Close gracefully: send a Close frame, wait for the peer's, then end TCP.
+
+        Safe to call from any task and any number of times: every call
+        returns when the connection is closed. The whole closing handshake
+        is bounded by ``disconnect_timeout``; a peer that does not finish it
+        in time has its connection dropped. ``code`` and ``reason`` go into
+        our Close frame (``ValueError`` for a code an endpoint may not send
+        or a reason over 123 bytes in UTF-8).
+        """
+        if self._state is _OPEN:
+            frame = self._writer.encode_close(code, reason)
+            self._state = _CLOSING
+            self._sent_close = (code, reason)
+            self._write(frame)
+            self._flush()
+            self._arm_close_timer()
+            # The peer's answer must be read even if the queue is full.
+            if self._reading_paused:
+                self._resume_reading()
+        await self._wait_closed()
+
+    async def close(self) -> None:
+        """Close the TCP connection at once, without a closing handshake."""
+        if not self._transport_lost:
+            self._state = _CLOSED
+            self._set_close_code(CLOSE_ABNORMAL, "the connection was closed locally")
+            self._stop_receiving()
+            self._close_transport()
+        await self._wait_closed()
+
+    @property
+    def close_code(self) -> Optional[int]:
+        """The connection's close code once it is closing or closed; ``None`` while open.
+
+        It is the code of the peer's Close frame; or the code we sent when we
+        ended the connection because the peer broke the protocol (e.g. 1002)
+        or stopped answering pings (1011); or 1006 when the connection ended
+        without a Close frame from the peer.
+        """
+        return self._close_code
+
+    @property
+    def close_reason(self) -> str:
+        """The reason that came with ``close_code`` (empty while open)."""
+        return self._close_reason
+
+    def local_address(self) -> Tuple[str, int]:
+        """Our address (host, port) on this connection."""
+        return self._local_address
+
+    def remote_address(self) -> Tuple[str, int]:
+        """The peer's address (host, port)."""
+        return self._remote_address
+
+    def remote_certificate(self) -> Optional[tls.TLSCertificate]:
+        """The peer's TLS certificate; ``None`` without TLS or when the peer sent none."""
+        if not self._certificate_read and self._transport is not None:
+            self._certificate = tls.peer_certificate(self._transport)
+            self._certificate_read = True
+        return self._certificate
+
+    # The specification's spelling of the same method.
+    remote_ceritifcate = remote_certificate
+
+    def __repr__(self) -> str:
+        role = "client" if self._is_client else "server"
+        state = {_OPEN: "open", _CLOSING: "closing", _CLOSED: "closed"}[self._state]
+        host, port = self._remote_address
+        return f"<WebSocketClient {role} side, peer {host}:{port}, {state}>"
+
+    # ------------------------------------------------------------------
+    # asyncio.BufferedProtocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._local_address = _address(transport.get_extra_info("sockname"))
+        self._remote_address = _address(transport.get_extra_info("peername"))
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Small messages must leave at once, not wait for Nagle's algorithm.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport.set_write_buffer_limits(high=self._options.write_limit)
+        if self._options.ping_interval is not None:
+            self._keepalive_timer = self._loop.call_later(
+                self._options.ping_interval, self._send_keepalive_ping
+            )
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        # The reader owns the receive buffer, so a complete frame is parsed
+        # where the socket put it, and an idle connection holds no buffer.
+        return self._reader.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        # Typed loosely: the class checks below sort the events faster than
+        # isinstance would, and mypy does not follow them.
+        events: List[Any] = self._reader.buffer_updated(nbytes)
+        if not events:
+            return
+        append = self._messages.append
+        for event in events:
+            cls = event.__class__
+            if cls is bytes or cls is str:
+                append(event)
+            else:
+                self._control_event(event)
+        if self._receivers:
+            _wake(self._receivers)
+        if len(self._messages) >= self._pause_level and not self._reading_paused:
+            if self._state is _OPEN:
+                self._pause_reading()
+
+    def eof_received(self) -> Optional[bool]:
+        # Let the transport close: a half-open WebSocket is of no use.
+        return None
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self._transport_lost = True
+        self._state = _CLOSED
+        self._set_close_code(CLOSE_ABNORMAL, "the connection was lost")
+        self._stop_receiving()
+        for timer in (self._close_timer, self._keepalive_timer):
+            if timer is not None:
+                timer.cancel()
+        self._close_timer = self._keepalive_timer = None
+        self._pending = None
+        _wake(self._drainers)
+        if not self._connection_closed.done():
+            self._connection_closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        _wake(self._drainers)
+
+    def _receive_early_data(self, data: bytes) -> None:
+        """Feed bytes that arrived with the handshake response, as a read would."""
+        view = memoryview(data)
+        while view and self._receiving:
+            buffer = self._reader.get_buffer(len(view))
+            count = min(len(buffer), len(view))
+            buffer[:count] = view[:count]
+            self.buffer_updated(count)
+            view = view[count:]
+
+    # ------------------------------------------------------------------
+    # Receiving
+
+    async def _receive(self, kind: Optional[type]) -> Message:
+        """The slow path of the receive methods: wait until a message of ``kind`` is queued."""
+        while True:
+            message = self._take(kind)
+            if message is not None:
+                return message
+            if not self._receiving:
+                raise self._closed_exception()
+            receiver: asyncio.Future[None] = self._loop.create_future()
+            self._receivers.append(receiver)
+            try:
+                await receiver
+            finally:
+                if receiver in self._receivers:
+                    self._receivers.remove(receiver)
+
+    def _take(self, kind: Optional[type]) -> Optional[Message]:
+        messages = self._messages
+        if not messages:
+            return None
+        if kind is None or messages[0].__class__ is kind:
+            message = messages.popleft()
+        else:
+            for index, message in enumerate(messages):
+                if message.__class__ is kind:
+                    del messages[index]
+                    break
+            else:
+                return None
+        if self._reading_paused:
+            self._resume_reading_if_drained()
+        return message
+
+    def _control_event(self, event: Any) -> None:
+        cls = event.__class__
+        if cls is Ping:
+            # A peer that does not read its pongs gets no more of them, so a
+            # ping flood cannot grow our write buffer.
+            if self._state is _OPEN and not self._writing_paused:
+                self._write(self._writer.encode(OP_PONG, event.payload))
+        elif cls is Pong:
+            self._pong_received(event.payload)
+        elif cls is Close:
+            self._close_received(event.code, event.reason)
+        elif isinstance(event, ProtocolError):
+            self._fail(event.code, event.reason)
+
+    def _pause_reading(self) -> None:
+        assert self._transport is not None
+        self._reading_paused = True
+        self._transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        assert self._transport is not None
+        self._reading_paused = False
+        if not self._transport_lost:
+            self._transport.resume_reading()
+
+    def _resume_reading_if_drained(self) -> None:
+        if len(self._messages) <= self._resume_level:
+            self._resume_reading()
+
+    def _stop_receiving(self) -> None:
+        """No message can arrive any more: wake receivers and fail pings in flight."""
+        self._receiving = False
+        _wake(self._receivers)
+        pings, self._pings = self._pings, {}
+        for _, waiter in pings.values():
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(self._closed_exception())
+
+    # ------------------------------------------------------------------
+    # Sending
+
+    def _write(self, data: bytes) -> None:
+        pending = self._pending
+        if pending is None:
+            # The first frame of a loop turn goes out at once, so a lone
+            # message has no added latency; the frames that follow in the same
+            # turn are collected and written together by _flush.
+            assert self._transport is not None
+            self._transport.write(data)
+            self._pending = []
+            self._loop.call_soon(self._flush)
+        else:
+            pending.append(data)
+            self._pending_size += len(data)
+            if self._pending_size >= self._options.write_limit:
+                self._flush()
+
+    def _flush(self) -> None:
+        pending = self._pending
+        self._pending = None
+        if pending and not self._transport_lost:
+            assert self._transport is not None
+            self._pending_size = 0
+            if len(pending) == 1:
+                self._transport.write(pending[0])
+            else:
+                self._transport.writelines(pending)
+
+    async def _wait_for_writing(self) -> None:
+        while self._writing_paused and self._state is _OPEN:
+            drainer: asyncio.Future[None] = self._loop.create_future()
+            self._drainers.append(drainer)
+            try:
+                await drainer
+            finally:
+                if drainer in self._drainers:
+                    self._drainers.remove(drainer)
+        if self._state is not _OPEN:
+            raise self._closed_exception()
+
+    def _send_ping(self, waiter: Optional[asyncio.Future[float]]) -> bytes:
+        payload = os.urandom(4)
+        while payload in self._pings:
+            payload = os.urandom(4)
+        self._pings[payload] = (self._loop.time(), waiter)
+        self._write(self._writer.encode(OP_PING, payload))
+        return payload
+
+    def _pong_received(self, payload: bytes) -> None:
+        if payload not in self._pings:
+            return  # unsolicited: RFC 6455 5.5.3 allows it, and it needs no answer
+        now = self._loop.time()
+        # A pong answers its ping and every ping sent before it, since a
+        # peer may answer only the latest of several pings.
+        for key in list(self._pings):
+            sent_at, waiter = self._pings.pop(key)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(now - sent_at)
+            if key == payload:
+                break
+        if self._keepalive_payload is not None and self._keepalive_payload not in self._pings:
+            self._keepalive_payload = None
+            self._schedule_keepalive(self._options.ping_interval, self._send_keepalive_ping)
+
+    # ------------------------------------------------------------------
+    # Keepalive
+
+    def _schedule_keepalive(self, delay: Optional[float], callback: Any) -> None:
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
+        self._keepalive_timer = None
+        if delay is not None and self._state is _OPEN:
+            self._keepalive_timer = self._loop.call_later(delay, callback)
+
+    def _send_keepalive_ping(self) -> None:
+        self._keepalive_timer = None
+        if self._state is not _OPEN:
+            return
+        payload = self._send_ping(None)
+        if self._options.ping_timeout is None:
+            self._schedule_keepalive(self._options.ping_interval, self._send_keepalive_ping)
+        else:
+            self._keepalive_payload = payload
+            self._schedule_keepalive(self._options.ping_timeout, self._keepalive_expired)
+
+    def _keepalive_expired(self) -> None:
+        self._keepalive_timer = None
+        if self._reading_paused:
+            # We stopped reading because the application is slow: the pong
+            # may well be waiting unread, so the peer is not to blame.
+            self._schedule_keepalive(self._options.ping_timeout, self._keepalive_expired)
+            return
+        self._fail(CLOSE_INTERNAL_ERROR, "keepalive ping timeout")
+
+    # ------------------------------------------------------------------
+    # Closing
+
+    def _close_received(self, code: int, reason: str) -> None:
+        self._set_close_code(code, reason)
+        if self._state is _OPEN:
+            # RFC 6455 5.5.1: answer with a Close, echoing the peer's code.
+            try:
+                frame = self._writer.encode_close(None if code == CLOSE_NO_STATUS else code, "")
+            except ValueError:
+                frame = self._writer.encode_close(CLOSE_NORMAL, "")
+            self._sent_close = (code, "")
+            self._write(frame)
+        self._state = _CLOSED
+        self._stop_receiving()
+        self._finish_closing()
+
+    def _fail(self, code: int, reason: str) -> None:
+        """End the connection because of the peer: send ``code`` and close."""
+        self._set_close_code(code, reason)
+        if self._state is _OPEN:
+            reason = _truncate_reason(reason)
+            self._sent_close = (code, reason)
+            self._write(self._writer.encode_close(code, reason))
+        self._state = _CLOSED
+        self._stop_receiving()
+        self._finish_closing()
+
+    def _close_now(self, code: int, reason: str) -> None:
+        """Send a Close with ``code`` if still open, and close TCP without waiting."""
+        if self._state is _OPEN:
+            self._sent_close = (code, reason)
+            self._write(self._writer.encode_close(code, reason))
+        self._state = _CLOSED
+        self._set_close_code(code, reason)
+        self._stop_receiving()
+        self._close_transport()
+
+    def _finish_closing(self) -> None:
+        """Both sides are done with frames: end TCP as RFC 6455 7.1.1 asks."""
+        if self._is_client:
+            # The server closes TCP first; give it the bound to do so.
+            self._flush()
+            self._arm_close_timer()
+        else:
+            self._close_transport()
+
+    def _close_transport(self) -> None:
+        self._flush()
+        if self._transport is not None and not self._transport_lost:
+            self._transport.close()
+        # A peer that reads nothing would keep a flushing close pending forever.
+        self._arm_close_timer()
+
+    def _arm_close_timer(self) -> None:
+        if self._close_timer is None and not self._transport_lost:
+            self._close_timer = self._loop.call_later(
+                self._options.disconnect_timeout, self._abort
+            )
+
+    def _abort(self) -> None:
+        self._close_timer = None
+        if self._transport is not None and not self._transport_lost:
+            self._transport.abort()
+
+    async def _wait_closed(self) -> None:
+        # Shielded: one caller's cancellation must not end everyone's wait.
+        await asyncio.shield(self._connection_closed)
+
+    def _set_close_code(self, code: int, reason: str) -> None:
+        if self._close_code is None:
+            self._close_code = code
+            self._close_reason = reason
+
+    def _closed_exception(self) -> ConnectionClosed:
+        if self._close_code is not None:
+            return closed_error(self._close_code, self._close_reason)
+        if self._sent_close is not None:
+            return closed_error(*self._sent_close)
+        return closed_error(CLOSE_ABNORMAL, "the connection is closed")
+
+
+def _wake(waiters: List[asyncio.Future[None]]) -> None:
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_result(None)
+    waiters.clear()
+
+
+def _address(address: Any) -> Tuple[str, int]:
+    # IPv6 addresses come with flow info and scope id; keep (host, port).
+    if isinstance(address, tuple) and len(address) >= 2:
+        return (address[0], address[1])
+    return ("", 0)
+
+
+def _truncate_reason(reason: str) -> str:
+    encoded = reason.encode("utf-8")
+    if len(encoded) <= _MAX_CLOSE_REASON:
+        return reason
+    return encoded[:_MAX_CLOSE_REASON].decode("utf-8", "ignore")
+
+
+def broadcast(clients: Iterable[WebSocketClient], message: Union[bytes, str]) -> int:
+    """Send ``message`` to every open connection in ``clients`` without waiting.
+
+    A server frame is not masked, so the frame is encoded once and written
+    to every server-side connection. Returns how many connections were sent
+    the message: a connection that is closing, or whose send buffer is over
+    its ``write_limit`` (a peer that does not keep up), is skipped rather
+    than allowed to buffer without bound.
+    """
+    if isinstance(message, str):
+        opcode = OP_TEXT
+    elif isinstance(message, (bytes, bytearray, memoryview)):
+        opcode = OP_BINARY
+    else:
+        raise TypeError(f"broadcast() takes bytes or str, not {type(message).__name__}")
+    frame: Optional[bytes] = None
+    sent = 0
+    for client in clients:
+        if client._state is not _OPEN or client._writing_paused:
+            continue
+        if client._is_client:
+            # A client frame needs a fresh mask every time.
+            client._write(client._writer.encode(opcode, message))
+        else:
+            if frame is None:
+                frame = client._writer.encode(opcode, message)
+            client._write(frame)
+        sent += 1
+    return sent
