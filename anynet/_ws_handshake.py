@@ -18,7 +18,7 @@ import binascii
 import hashlib
 import os
 import re
-from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, cast
 
 import httptools
 
@@ -151,8 +151,8 @@ class ResponseHeadProtocol(asyncio.Protocol):
         self._received = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports do not derive from asyncio.Transport.
+        self._transport = transport = cast(asyncio.Transport, transport)
         transport.write(self._request)
 
     def data_received(self, data: bytes) -> None:

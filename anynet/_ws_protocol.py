@@ -304,8 +304,8 @@ class WebSocketClient(asyncio.BufferedProtocol):
     # asyncio.BufferedProtocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports do not derive from asyncio.Transport.
+        self._transport = transport = cast(asyncio.Transport, transport)
         self._local_address = _address(transport.get_extra_info("sockname"))
         self._remote_address = _address(transport.get_extra_info("peername"))
         sock = transport.get_extra_info("socket")
