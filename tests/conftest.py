@@ -5,6 +5,13 @@ import importlib
 import os
 
 import pytest
+from hypothesis import settings
+
+# Property tests: a quick run by default, thousands of examples where CI sets
+# HYPOTHESIS_PROFILE=ci. No deadline: the machine's load is not the code's fault.
+settings.register_profile("default", max_examples=200, deadline=None)
+settings.register_profile("ci", max_examples=3000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 try:
     import uvloop
