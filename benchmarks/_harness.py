@@ -49,7 +49,9 @@ class WorkerError(Exception):
 def worker_environment() -> dict[str, str]:
     """Workers import anynet from this source tree, with its in-place built extension."""
     environment = dict(os.environ)
-    paths = [str(REPOSITORY)] + [p for p in environment.get("PYTHONPATH", "").split(os.pathsep) if p]
+    paths = [str(REPOSITORY)] + [
+        p for p in environment.get("PYTHONPATH", "").split(os.pathsep) if p
+    ]
     environment["PYTHONPATH"] = os.pathsep.join(paths)
     return environment
 
@@ -180,11 +182,17 @@ def git_commit() -> str | None:
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPOSITORY, capture_output=True, text=True, check=True,
+            cwd=REPOSITORY,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPOSITORY, capture_output=True, text=True, check=True,
+            cwd=REPOSITORY,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
@@ -239,7 +247,9 @@ def summarize(records: Iterable[dict[str, Any]], libraries: Sequence[str], metri
         medians: dict[str, float | None] = {}
         ratios: dict[str, float | None] = {}
         for library in libraries:
-            values = [run[library][metric] for run in record["runs"] if metric in run.get(library, {})]
+            values = [
+                run[library][metric] for run in record["runs"] if metric in run.get(library, {})
+            ]
             medians[library] = statistics.median(values) if values else None
             paired = [
                 run[library][metric] / run[REFERENCE][metric]
@@ -250,7 +260,12 @@ def summarize(records: Iterable[dict[str, Any]], libraries: Sequence[str], metri
         record["median"] = medians
         record["ratio_to_picows"] = ratios
         record["errors"] = sorted(
-            {run[library]["error"] for run in record["runs"] for library in run if "error" in run[library]}
+            {
+                run[library]["error"]
+                for run in record["runs"]
+                for library in run
+                if "error" in run[library]
+            }
         )
 
 
@@ -267,7 +282,10 @@ def markdown_table(
         f"{library} (× {REFERENCE})" if with_ratio and library != REFERENCE else library
         for library in libraries
     ]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(row_headers) + "---:|" * len(libraries)]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(row_headers) + "---:|" * len(libraries),
+    ]
     for record in records:
         cells = list(row_cells(record))
         for library in libraries:
@@ -281,6 +299,10 @@ def markdown_table(
                 cells.append(number(record, median))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def size_label(size: int) -> str:
@@ -305,7 +327,9 @@ def parse_list(text: str, allowed: Sequence[str], what: str) -> list[str]:
     chosen = [item.strip() for item in text.split(",") if item.strip()]
     unknown = [item for item in chosen if item not in allowed]
     if unknown or not chosen:
-        raise SystemExit(f"unknown {what}: {', '.join(unknown) or text!r}; choose from {', '.join(allowed)}")
+        raise SystemExit(
+            f"unknown {what}: {', '.join(unknown) or text!r}; choose from {', '.join(allowed)}"
+        )
     return chosen
 
 
@@ -313,7 +337,9 @@ def loops_from_option(option: str) -> list[str]:
     return ["asyncio", "uvloop"] if option == "both" else [option]
 
 
-def usable_libraries(requested: Sequence[str], loops: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+def usable_libraries(
+    requested: Sequence[str], loops: Sequence[str]
+) -> tuple[list[str], dict[str, str]]:
     """The requested libraries a worker can import, and why the others cannot."""
     skipped: dict[str, str] = {}
     if "uvloop" in loops:

@@ -69,7 +69,9 @@ class Meter:
 def check_first_reply(reply: bytes, payload: bytes) -> None:
     """Compare a connection's first reply byte for byte; later replies are checked by length."""
     if reply != payload:
-        raise EchoError(f"first reply differs from the message sent ({len(reply)} vs {len(payload)} bytes)")
+        raise EchoError(
+            f"first reply differs from the message sent ({len(reply)} vs {len(payload)} bytes)"
+        )
 
 
 def wrong_length(reply_length: int, payload: bytes) -> EchoError:
@@ -208,7 +210,9 @@ async def ping_pong(send: Send, receive: Receive, payload: bytes, meter: Meter) 
         meter.count += 1
 
 
-async def pipelined(send: Send, receive: Receive, payload: bytes, window: int, meter: Meter) -> None:
+async def pipelined(
+    send: Send, receive: Receive, payload: bytes, window: int, meter: Meter
+) -> None:
     """``window`` messages in flight: a sender task and a receiver loop share credits."""
     size = len(payload)
     credits = asyncio.Semaphore(window)
@@ -372,19 +376,14 @@ class PicowsClient:
     def __init__(self, payload: bytes) -> None:
         import picows
 
-        self._picows = picows
-        self._payload = payload
-
-    @contextlib.asynccontextmanager
-    async def connection(self, port: int) -> AsyncIterator[CallbackConnection]:
-        picows = self._picows
-        payload = self._payload
         size = len(payload)
         binary = picows.WSMsgType.BINARY
 
         class Listener(picows.WSListener):
             def on_ws_connected(self, transport: picows.WSTransport) -> None:
-                self.traffic = CallbackConnection(payload, lambda data: transport.send(binary, data))
+                self.traffic = CallbackConnection(
+                    payload, lambda data: transport.send(binary, data)
+                )
 
             def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
                 traffic = self.traffic
@@ -399,8 +398,14 @@ class PicowsClient:
             def on_ws_disconnected(self, transport: picows.WSTransport) -> None:
                 self.traffic.fail(EchoError("disconnected"))
 
+        self._picows = picows
+        self._listener = Listener
+
+    @contextlib.asynccontextmanager
+    async def connection(self, port: int) -> AsyncIterator[CallbackConnection]:
+        picows = self._picows
         transport, listener = await picows.ws_connect(
-            Listener, f"ws://{HOST}:{port}/", max_frame_size=LARGEST_MESSAGE
+            self._listener, f"ws://{HOST}:{port}/", max_frame_size=LARGEST_MESSAGE
         )
         try:
             yield listener.traffic
@@ -474,11 +479,15 @@ def make_client(library: str, payload: bytes):
 
 
 def library_versions() -> dict[str, str]:
-    """Installed versions of every library, and picows's transport package."""
+    """Installed versions of the peers, picows's transport package and uvloop.
+
+    anynet itself runs from the source tree: its version, commit and framing
+    backend are recorded from its server process.
+    """
     from importlib import metadata
 
     versions = {}
-    for name in ("anynet", "picows", "aiofastnet", "websockets", "aiohttp", "uvloop"):
+    for name in ("picows", "aiofastnet", "websockets", "aiohttp", "uvloop"):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

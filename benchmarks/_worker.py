@@ -76,8 +76,10 @@ async def serve(library: str, channel: Channel) -> None:
     async with _peers.SERVERS[library]() as port:
         hello: dict[str, Any] = {"port": port, "pid": os.getpid()}
         if library == "anynet":
+            import anynet
             from anynet import _backend
 
+            hello["version"] = anynet.__version__
             hello["framing"] = _backend.BACKEND
         channel.send(hello)
         while await channel.receive() is not None:

@@ -61,8 +61,10 @@ def resident_set_size(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
-def measure_memory(library: str, loop: str, client: _harness.Worker, connections: int) -> dict[str, Any]:
-    server = _harness.Worker("server", library, loop)
+def measure_memory(
+    server: _harness.Worker, client: _harness.Worker, connections: int
+) -> dict[str, Any]:
+    """The server's RSS growth per idle connection; stops ``server`` afterwards."""
     try:
         port = server.hello["port"]
         timeout = 120
@@ -72,7 +74,12 @@ def measure_memory(library: str, loop: str, client: _harness.Worker, connections
         time.sleep(SETTLE_SECONDS)
         before = resident_set_size(server.pid)
         client.request(
-            {"op": "hold", "port": port, "connections": connections, "concurrency": OPENING_CONCURRENCY},
+            {
+                "op": "hold",
+                "port": port,
+                "connections": connections,
+                "concurrency": OPENING_CONCURRENCY,
+            },
             timeout,
         )
         time.sleep(SETTLE_SECONDS)
@@ -91,7 +98,9 @@ def measure_memory(library: str, loop: str, client: _harness.Worker, connections
 def cells_to_run(metrics: list[str], loops: list[str]) -> list[dict[str, Any]]:
     cells = []
     for metric in metrics:
-        kinds = ["memory"] if metric == "memory" else ["handshakes-sequential", "handshakes-concurrent"]
+        kinds = (
+            ["memory"] if metric == "memory" else ["handshakes-sequential", "handshakes-concurrent"]
+        )
         for kind in kinds:
             for loop in loops:
                 cells.append({"kind": kind, "loop": loop})
@@ -118,7 +127,9 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="one short repeat: under a minute")
     parser.add_argument("--loop", choices=("asyncio", "uvloop", "both"), default="both")
     parser.add_argument(
-        "--libs", default=",".join(_peers.LIBRARIES), help="comma-separated libraries (raw: TCP only)"
+        "--libs",
+        default=",".join(_peers.LIBRARIES),
+        help="comma-separated libraries (raw: TCP only)",
     )
     parser.add_argument("--metrics", default=",".join(METRICS), help="memory, handshakes")
     parser.add_argument("--repeats", type=int, help="interleaved repeats (full 3, quick 1)")
@@ -146,14 +157,23 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("no library to measure")
     cells = cells_to_run(metrics, loops)
     workers = _harness.Workers()
+    anynet: dict[str, Any] = {"framing": {}}
+
+    def note(server: _harness.Worker, library: str, loop: str) -> _harness.Worker:
+        if library == "anynet":
+            anynet["version"] = server.hello["version"]
+            anynet["framing"][loop] = server.hello["framing"]
+        return server
 
     def measure(cell: dict[str, Any], library: str) -> dict[str, Any]:
         loop = cell["loop"]
         try:
             client = workers.get("client", library, loop)
             if cell["kind"] == "memory":
-                return measure_memory(library, loop, client, arguments.connections)
-            server = workers.get("server", library, loop)
+                # A fresh server each time: a used one reuses freed memory.
+                server = note(_harness.Worker("server", library, loop), library, loop)
+                return measure_memory(server, client, arguments.connections)
+            server = note(workers.get("server", library, loop), library, loop)
             concurrency = 1 if cell["kind"] == "handshakes-sequential" else CONCURRENT_HANDSHAKES
             command = {
                 "op": "handshakes",
@@ -172,7 +192,12 @@ def main(argv: list[str] | None = None) -> None:
     machine = _harness.machine_description()
     try:
         records = _harness.run_interleaved(
-            cells, libraries, arguments.repeats, measure, lambda cell: f"{cell['kind']} {cell['loop']}", show
+            cells,
+            libraries,
+            arguments.repeats,
+            measure,
+            lambda cell: f"{cell['kind']} {cell['loop']}",
+            show,
         )
     finally:
         workers.stop_all()
@@ -201,6 +226,7 @@ def main(argv: list[str] | None = None) -> None:
             "concurrent_handshake_clients": CONCURRENT_HANDSHAKES,
         },
         "machine": machine,
+        "anynet": dict(anynet, commit=machine["anynet_commit"]),
         "libraries": libraries,
         "skipped": skipped,
         "cells": records,
@@ -220,6 +246,10 @@ def render_markdown(results: dict[str, Any]) -> str:
     machine = results["machine"]
     settings = results["settings"]
     versions = ", ".join(f"{name} {version}" for name, version in machine["libraries"].items())
+    anynet = results["anynet"]
+    framing = ", ".join(
+        f"{backend} framing on {loop}" for loop, backend in anynet["framing"].items()
+    )
     table = _harness.markdown_table(
         results["cells"],
         results["libraries"],
@@ -227,8 +257,9 @@ def render_markdown(results: dict[str, Any]) -> str:
         lambda cell: (ROW_TITLES[cell["kind"]], cell["loop"]),
         number,
     )
+    repeats = _harness.plural(settings["repeats"], "interleaved repeat")
     lines = [
-        f"Connection costs (median of {settings['repeats']} interleaved repeats); in brackets "
+        f"Connection costs (median of {repeats}); in brackets "
         f"the median ratio to picows within each repeat (memory: lower is better). Memory: "
         f"{settings['idle_connections']} idle connections; handshakes: connect, opening "
         f"handshake, closing handshake, close, for {settings['duration_seconds']} s after "
@@ -237,12 +268,15 @@ def render_markdown(results: dict[str, Any]) -> str:
         table,
         "",
         f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['platform']}, "
-        f"{machine['python']}. Versions: {versions}. anynet commit {machine['anynet_commit']}. "
-        f"Started {results['started']}.",
+        f"{machine['python']}. Versions: {versions}."
+        + (f" anynet {anynet['version']} at {anynet['commit']}, {framing}." if framing else "")
+        + f" Started {results['started']}.",
     ]
     if results["skipped"]:
         lines.append("")
-        lines.extend(f"Not measured: {name} ({reason})." for name, reason in results["skipped"].items())
+        lines.extend(
+            f"Not measured: {name} ({reason})." for name, reason in results["skipped"].items()
+        )
     errors = sorted({error for cell in results["cells"] for error in cell["errors"]})
     if errors:
         lines.append("")

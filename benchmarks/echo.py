@@ -46,7 +46,7 @@ MODE_TITLES = {
 }
 
 FULL = {"repeats": 3, "warmup": 0.3, "duration": 0.8}
-QUICK = {"repeats": 1, "warmup": 0.1, "duration": 0.2}
+QUICK = {"repeats": 1, "warmup": 0.1, "duration": 0.15}
 
 
 def pipeline_window(size: int) -> int:
@@ -90,7 +90,9 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="one short repeat: under a minute")
     parser.add_argument("--loop", choices=("asyncio", "uvloop", "both"), default="both")
-    parser.add_argument("--libs", default=",".join(_peers.LIBRARIES), help="comma-separated libraries")
+    parser.add_argument(
+        "--libs", default=",".join(_peers.LIBRARIES), help="comma-separated libraries"
+    )
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated modes")
     parser.add_argument(
         "--sizes",
@@ -98,8 +100,10 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         help="comma-separated message sizes in bytes, k (KiB) or m (MiB)",
     )
     parser.add_argument("--repeats", type=int, help="interleaved repeats (full 3, quick 1)")
-    parser.add_argument("--warmup", type=float, help="seconds before each window (full 0.3, quick 0.1)")
-    parser.add_argument("--duration", type=float, help="seconds measured (full 0.8, quick 0.2)")
+    parser.add_argument(
+        "--warmup", type=float, help="seconds before each window (full 0.3, quick 0.1)"
+    )
+    parser.add_argument("--duration", type=float, help="seconds measured (full 0.8, quick 0.15)")
     parser.add_argument(
         "--output", type=Path, default=_harness.BENCHMARKS / "results", help="results directory"
     )
@@ -123,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     cells = cells_to_run(modes, sizes, loops)
 
     workers = _harness.Workers()
-    anynet_framing: dict[str, str] = {}
+    anynet: dict[str, Any] = {"framing": {}}
 
     def measure(cell: dict[str, Any], library: str) -> dict[str, Any]:
         command = {
@@ -139,7 +143,8 @@ def main(argv: list[str] | None = None) -> None:
             server = workers.get("server", library, cell["loop"])
             client = workers.get("client", library, cell["loop"])
             if library == "anynet":
-                anynet_framing[cell["loop"]] = server.hello.get("framing", "unknown")
+                anynet["version"] = server.hello["version"]
+                anynet["framing"][cell["loop"]] = server.hello["framing"]
             # Generous: the slowest library moving 1 MiB messages still answers in seconds.
             timeout = arguments.warmup + arguments.duration + 60
             return client.request(dict(command, port=server.hello["port"]), timeout)
@@ -163,18 +168,23 @@ def main(argv: list[str] | None = None) -> None:
         "unit": "round trips per second",
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python", "benchmarks/echo.py"] + (argv if argv is not None else sys.argv[1:])),
+        "command": " ".join(
+            ["python", "benchmarks/echo.py"] + (argv if argv is not None else sys.argv[1:])
+        ),
         "quick": arguments.quick,
         "settings": {
             "repeats": arguments.repeats,
             "warmup_seconds": arguments.warmup,
             "duration_seconds": arguments.duration,
             "many_connections": MANY_CONNECTIONS,
-            "pipeline_windows": {_harness.size_label(size): pipeline_window(size) for size in sizes},
+            "pipeline_windows": {
+                _harness.size_label(size): pipeline_window(size) for size in sizes
+            },
         },
         "machine": machine,
-        "anynet_framing": anynet_framing,
+        "anynet": dict(anynet, commit=machine["anynet_commit"]),
         "libraries": libraries,
+        "mode_titles": MODE_TITLES,
         "skipped": skipped,
         "cells": records,
     }
@@ -195,7 +205,10 @@ def render_markdown(results: dict[str, Any]) -> str:
     machine = results["machine"]
     versions = ", ".join(f"{name} {version}" for name, version in machine["libraries"].items())
     settings = results["settings"]
-    framing = ", ".join(f"{loop}: {backend}" for loop, backend in results["anynet_framing"].items())
+    anynet = results["anynet"]
+    framing = ", ".join(
+        f"{backend} framing on {loop}" for loop, backend in anynet["framing"].items()
+    )
     table = _harness.markdown_table(
         results["cells"],
         results["libraries"],
@@ -203,21 +216,24 @@ def render_markdown(results: dict[str, Any]) -> str:
         lambda cell: (MODE_TITLES[cell["mode"]], _harness.size_label(cell["size"]), cell["loop"]),
         lambda cell, rate: f"{rate:,.0f}",
     )
+    repeats = _harness.plural(settings["repeats"], "interleaved repeat")
     lines = [
-        f"Echo round trips per second (median of {settings['repeats']} interleaved repeats of "
+        f"Echo round trips per second (median of {repeats} of "
         f"{settings['duration_seconds']} s after {settings['warmup_seconds']} s warm-up); in "
         f"brackets the median ratio to picows within each repeat.",
         "",
         table,
         "",
         f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['platform']}, "
-        f"{machine['python']}. Versions: {versions}. anynet commit {machine['anynet_commit']}"
-        + (f", framing {framing}" if framing else "")
-        + f". Started {results['started']}.",
+        f"{machine['python']}. Versions: {versions}."
+        + (f" anynet {anynet['version']} at {anynet['commit']}, {framing}." if framing else "")
+        + f" Started {results['started']}.",
     ]
     if results["skipped"]:
         lines.append("")
-        lines.extend(f"Not measured: {name} ({reason})." for name, reason in results["skipped"].items())
+        lines.extend(
+            f"Not measured: {name} ({reason})." for name, reason in results["skipped"].items()
+        )
     errors = sorted({error for cell in results["cells"] for error in cell["errors"]})
     if errors:
         lines.append("")

@@ -38,13 +38,20 @@ def plot_echo(results: dict[str, Any], path: Path) -> None:
     loops = list(dict.fromkeys(cell["loop"] for cell in cells))
     compared = [library for library in results["libraries"] if library != _harness.REFERENCE]
     if _harness.REFERENCE not in results["libraries"] or not compared:
-        print("no plot: it shows ratios to picows, so it needs picows and another library", file=sys.stderr)
+        print(
+            "no plot: it shows ratios to picows, so it needs picows and another library",
+            file=sys.stderr,
+        )
         return
 
     figure, axes = plt.subplots(
-        len(modes), len(loops), figsize=(6 * len(loops), 3.2 * len(modes)), squeeze=False,
+        len(modes),
+        len(loops),
+        figsize=(max(9, 6 * len(loops)), 3.2 * len(modes) + 0.6),
+        squeeze=False,
         sharey=True,
     )
+    titles = results.get("mode_titles", {})
     width = 0.8 / len(compared)
     for row, mode in enumerate(modes):
         for column, loop in enumerate(loops):
@@ -52,22 +59,23 @@ def plot_echo(results: dict[str, Any], path: Path) -> None:
             panel = [cell for cell in cells if cell["mode"] == mode and cell["loop"] == loop]
             for index, library in enumerate(compared):
                 ratios = [cell["ratio_to_picows"][library] or 0.0 for cell in panel]
-                positions = [x + (index - (len(compared) - 1) / 2) * width for x in range(len(panel))]
-                axis.bar(
-                    positions, ratios, width, label=library, color=COLOURS.get(library)
-                )
+                positions = [
+                    x + (index - (len(compared) - 1) / 2) * width for x in range(len(panel))
+                ]
+                axis.bar(positions, ratios, width, label=library, color=COLOURS.get(library))
             axis.axhline(1.0, color="black", linestyle="--", linewidth=1, label="picows")
             axis.set_xticks(range(len(panel)))
             axis.set_xticklabels([_harness.size_label(cell["size"]) for cell in panel])
-            axis.set_title(f"{mode}, {loop}")
+            axis.set_title(f"{titles.get(mode, mode)}, {loop}")
             if column == 0:
                 axis.set_ylabel("× picows (msg/s)")
             axis.grid(axis="y", alpha=0.3)
     axes[0][0].legend(loc="upper left", fontsize="small")
-    settings = results["settings"]
+    repeats = _harness.plural(results["settings"]["repeats"], "repeat")
+    machine = results["machine"]
     figure.suptitle(
-        f"Echo round trips per second relative to picows (median of {settings['repeats']} "
-        f"repeats; {results['machine']['cpu']}, {results['machine']['cores']} cores)"
+        "Echo round trips per second relative to picows\n"
+        f"(median of {repeats}; {machine['cpu']}, {machine['cores']} cores)"
     )
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,7 +84,9 @@ def plot_echo(results: dict[str, Any], path: Path) -> None:
 
 
 def main() -> None:
-    source = Path(sys.argv[1]) if len(sys.argv) > 1 else _harness.BENCHMARKS / "results" / "echo.json"
+    source = (
+        Path(sys.argv[1]) if len(sys.argv) > 1 else _harness.BENCHMARKS / "results" / "echo.json"
+    )
     target = Path(sys.argv[2]) if len(sys.argv) > 2 else source.with_suffix(".png")
     plot_echo(json.loads(source.read_text()), target)
     print(target)
