@@ -252,12 +252,17 @@ class WebSocketClient(asyncio.BufferedProtocol):
         await self._wait_closed()
 
     async def close(self) -> None:
-        """Close the TCP connection at once, without a closing handshake."""
+        """Drop the TCP connection at once, without a closing handshake.
+
+        Data not yet written to the socket is discarded; ``disconnect`` is the
+        graceful way to end a connection.
+        """
         if not self._transport_lost:
             self._state = _CLOSED
             self._set_close_code(CLOSE_ABNORMAL, "the connection was closed locally")
             self._stop_receiving()
-            self._close_transport()
+            self._pending = None
+            self._abort()
         await self._wait_closed()
 
     @property

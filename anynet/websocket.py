@@ -220,9 +220,10 @@ async def _open_connection(
     client = WebSocketClient(is_client=True, options=options, subprotocol=subprotocol)
     transport.set_protocol(client)
     client.connection_made(transport)
+    # Resume first: the early data may fill the queue and pause reading again.
+    transport.resume_reading()
     if leftover:
         client._receive_early_data(leftover)
-    transport.resume_reading()
     return client
 
 
@@ -435,3 +436,9 @@ def _options(
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
     )
+
+
+if __name__ == "__main__":
+    from anynet._cli import main
+
+    raise SystemExit(main())

@@ -1,0 +1,295 @@
+"""Limits and failure: message size, flow control both ways, keepalive, protocol errors."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import struct
+
+import pytest
+
+from anynet import websocket
+
+TIMEOUT = 10
+CHUNK = b"c" * 16 * 1024
+
+
+def url_of(server):
+    host, port = server.local_address()
+    return f"ws://{host}:{port}/"
+
+
+async def send_until_blocked(client, message, limit=100_000):
+    """Send ``message`` until a send does not complete; return how many completed."""
+    for count in range(limit):
+        try:
+            await asyncio.wait_for(client.send(message), 0.5)
+        except asyncio.TimeoutError:
+            return count
+    raise AssertionError(f"{limit} sends never blocked")
+
+
+async def test_oversized_message_is_refused_with_1009():
+    async def read(client):
+        await client.recv()
+        await client.recv()
+
+    async with websocket.serve(read, "127.0.0.1", 0, max_message_size=1000) as server:
+        async with websocket.connect(url_of(server)) as client:
+            await client.send(b"x" * 1000)
+            await client.send_text("y" * 1001)
+            with pytest.raises(websocket.ConnectionClosedError) as caught:
+                await asyncio.wait_for(client.recv(), TIMEOUT)
+    assert caught.value.code == 1009
+
+
+async def test_unlimited_message_size():
+    async def echo_one(client):
+        await client.send(await client.recv())
+
+    big = os.urandom(3 << 20)
+    async with websocket.serve(echo_one, "127.0.0.1", 0, max_message_size=None) as server:
+        async with websocket.connect(url_of(server), max_message_size=None) as client:
+            await client.send(big)
+            assert await asyncio.wait_for(client.recv(), TIMEOUT) == big
+
+
+async def test_a_handler_that_does_not_read_pauses_the_socket_and_sender():
+    connections = asyncio.Queue()
+    start_reading = asyncio.Event()
+    received = []
+
+    async def slow_reader(client):
+        await connections.put(client)
+        await start_reading.wait()
+        while len(received) < sent:
+            received.append(await client.recv())
+
+    max_queue = 4
+    async with websocket.serve(slow_reader, "127.0.0.1", 0, max_queue=max_queue) as server:
+        async with websocket.connect(url_of(server)) as client:
+            sent = await send_until_blocked(client, CHUNK)
+            blocked_send = asyncio.ensure_future(client.send(CHUNK))
+            server_side = await asyncio.wait_for(connections.get(), TIMEOUT)
+            # The socket buffers hold what the sender got out; the unread
+            # queue stays near max_queue (one read may overshoot it).
+            assert not server_side._transport.is_reading()
+            assert len(server_side._messages) <= max_queue + 16 < sent
+            assert not blocked_send.done()
+
+            sent += 1
+            start_reading.set()
+            await asyncio.wait_for(blocked_send, TIMEOUT)
+            while len(received) < sent:
+                await asyncio.sleep(0.01)
+            assert received == [CHUNK] * sent
+
+
+async def test_send_to_a_peer_that_does_not_read_blocks():
+    outcome = asyncio.get_running_loop().create_future()
+
+    async def flood(client):
+        outcome.set_result(await send_until_blocked(client, CHUNK))
+        await client.recv()
+
+    async with websocket.serve(flood, "127.0.0.1", 0, write_limit=64 * 1024) as server:
+        async with websocket.connect(url_of(server), max_queue=2) as client:
+            sent = await asyncio.wait_for(outcome, TIMEOUT)
+            assert sent > 0
+            # Everything the server got out is still delivered, in order.
+            for _ in range(sent):
+                assert await asyncio.wait_for(client.recv(), TIMEOUT) == CHUNK
+            await client.send(b"done")
+
+
+async def test_blocked_send_fails_when_the_connection_closes():
+    blocked = asyncio.get_running_loop().create_future()
+
+    async def flood_then_fail(client):
+        await send_until_blocked(client, CHUNK)
+        pending = asyncio.ensure_future(client.send(CHUNK))
+        await asyncio.sleep(0.05)
+        await client.close()
+        try:
+            await asyncio.wait_for(pending, TIMEOUT)
+        except websocket.ConnectionClosed as closed:
+            blocked.set_result(closed)
+
+    async with websocket.serve(flood_then_fail, "127.0.0.1", 0) as server:
+        async with websocket.connect(url_of(server), max_queue=1):
+            closed = await asyncio.wait_for(blocked, TIMEOUT)
+    assert isinstance(closed, websocket.ConnectionClosedError)
+
+
+async def test_keepalive_keeps_a_paused_connection_whose_pong_is_unread():
+    total = asyncio.get_running_loop().create_future()
+
+    async def read_late(client):
+        # Keepalive rounds pass while the queue is full and reading paused.
+        for _ in range(await total):
+            await client.recv()
+        await client.send(b"all read")
+
+    options = dict(ping_interval=0.05, ping_timeout=0.05, max_queue=2)
+    async with websocket.serve(read_late, "127.0.0.1", 0, **options) as server:
+        async with websocket.connect(url_of(server)) as client:
+            sent = await send_until_blocked(client, CHUNK)
+            blocked_send = asyncio.ensure_future(client.send(CHUNK))
+            await asyncio.sleep(0.3)
+            total.set_result(sent + 1)
+            await asyncio.wait_for(blocked_send, TIMEOUT)
+            assert await asyncio.wait_for(client.recv(), TIMEOUT) == b"all read"
+
+
+# -- raw peers -----------------------------------------------------------------
+
+
+async def raw_upgrade(server):
+    reader, writer = await asyncio.open_connection(*server.local_address())
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        (
+            "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+    assert head.startswith(b"HTTP/1.1 101")
+    return reader, writer
+
+
+async def read_frame(reader):
+    first, second = await asyncio.wait_for(reader.readexactly(2), TIMEOUT)
+    length = second & 0x7F
+    if length == 126:
+        (length,) = struct.unpack("!H", await reader.readexactly(2))
+    elif length == 127:
+        (length,) = struct.unpack("!Q", await reader.readexactly(8))
+    return first & 0x0F, await reader.readexactly(length)
+
+
+def client_frame(first_byte, payload):
+    key = os.urandom(4)
+    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return bytes([first_byte, 0x80 | len(payload)]) + key + masked
+
+
+async def test_keepalive_closes_a_silent_client_with_1011():
+    closed = asyncio.get_running_loop().create_future()
+
+    async def wait(client):
+        try:
+            await client.recv()
+        except websocket.ConnectionClosed as error:
+            closed.set_result(error.code)
+
+    options = dict(ping_interval=0.05, ping_timeout=0.1)
+    async with websocket.serve(wait, "127.0.0.1", 0, **options) as server:
+        reader, writer = await raw_upgrade(server)
+        try:
+            # The peer reads but never answers: a ping, then the Close.
+            opcode, _ = await read_frame(reader)
+            assert opcode == 0x9
+            opcode, payload = await read_frame(reader)
+            assert opcode == 0x8
+            assert struct.unpack("!H", payload[:2])[0] == 1011
+            assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
+        finally:
+            writer.close()
+        assert await asyncio.wait_for(closed, TIMEOUT) == 1011
+
+
+async def test_keepalive_closes_a_silent_server_with_1011():
+    async def accept_and_ignore(reader, writer):
+        head = await reader.readuntil(b"\r\n\r\n")
+        key = [
+            line.split(":", 1)[1].strip()
+            for line in head.decode().split("\r\n")
+            if line.lower().startswith("sec-websocket-key")
+        ][0]
+        from anynet._ws_handshake import accept_value
+
+        writer.write(
+            (
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept_value(key)}\r\n\r\n"
+            ).encode()
+        )
+        await reader.read()
+        writer.close()
+
+    silent = await asyncio.start_server(accept_and_ignore, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    try:
+        async with websocket.connect(
+            f"ws://127.0.0.1:{port}/", ping_interval=0.05, ping_timeout=0.1, disconnect_timeout=0.1
+        ) as client:
+            with pytest.raises(websocket.ConnectionClosedError) as caught:
+                await asyncio.wait_for(client.recv(), TIMEOUT)
+        assert caught.value.code == 1011
+        assert "keepalive" in caught.value.reason
+    finally:
+        silent.close()
+
+
+async def test_keepalive_spares_a_peer_that_answers():
+    async def echo(client):
+        async for message in client:
+            await client.send(message)
+
+    options = dict(ping_interval=0.02, ping_timeout=0.5)
+    async with websocket.serve(echo, "127.0.0.1", 0, **options) as server:
+        async with websocket.connect(url_of(server), **options) as client:
+            await asyncio.sleep(0.2)  # several keepalive rounds in both directions
+            await client.send(b"still here")
+            assert await asyncio.wait_for(client.recv(), TIMEOUT) == b"still here"
+
+
+@pytest.mark.parametrize(
+    "frame, code",
+    [
+        (client_frame(0x81, b"\xff\xfe"), 1007),  # text that is not UTF-8
+        (client_frame(0xC2, b"rsv1"), 1002),  # RSV1 without an extension
+        (client_frame(0x83, b""), 1002),  # reserved opcode
+        (client_frame(0x80, b"stray continuation"), 1002),
+        (client_frame(0x09, b"fragmented ping"), 1002),
+    ],
+)
+async def test_protocol_violations_close_with_the_rfc_code(frame, code):
+    seen = asyncio.get_running_loop().create_future()
+
+    async def wait(client):
+        try:
+            await client.recv()
+        except websocket.ConnectionClosed as error:
+            seen.set_result(error)
+
+    async with websocket.serve(wait, "127.0.0.1", 0, ping_interval=None) as server:
+        reader, writer = await raw_upgrade(server)
+        try:
+            writer.write(frame)
+            opcode, payload = await read_frame(reader)
+            assert opcode == 0x8
+            assert struct.unpack("!H", payload[:2])[0] == code
+            assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
+        finally:
+            writer.close()
+        error = await asyncio.wait_for(seen, TIMEOUT)
+    assert isinstance(error, websocket.ConnectionClosedError)
+    assert error.code == code
+
+
+async def test_peer_that_vanishes_gives_1006():
+    seen = asyncio.get_running_loop().create_future()
+
+    async def wait(client):
+        try:
+            await client.recv()
+        except websocket.ConnectionClosed as error:
+            seen.set_result((error.code, client.close_code))
+
+    async with websocket.serve(wait, "127.0.0.1", 0, ping_interval=None) as server:
+        reader, writer = await raw_upgrade(server)
+        writer.close()
+        assert await asyncio.wait_for(seen, TIMEOUT) == (1006, 1006)
