@@ -13,7 +13,7 @@ else:
     try:
         from anynet import _speedups as framing  # type: ignore[no-redef]
     except ImportError:
-        from anynet import _framing as framing  # type: ignore[no-redef]
+        from anynet import _framing as framing
 
 BACKEND = "python" if framing.__name__ == "anynet._framing" else "compiled"
 
