@@ -246,8 +246,8 @@ class HTTPServerProtocol(asyncio.Protocol):
     # -- asyncio callbacks -------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports do not derive from asyncio.Transport.
+        self.transport = transport  # type: ignore[assignment]
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             # Responses are written whole; Nagle's algorithm would only delay them.
@@ -261,11 +261,11 @@ class HTTPServerProtocol(asyncio.Protocol):
         self._head_timer = self._loop.call_later(self._limits.head_timeout, self._on_head_timeout)
 
     def data_received(self, data: bytes) -> None:
+        if self._closing or self._rejected:
+            return  # the connection is on its way out; see _close
         if self._upgrade_pending:
             # Bytes after an upgrade request belong to the upgraded protocol.
             self._leftover += data
-            return
-        if self._rejected or self._closing:
             return
         try:
             self._parser.feed_data(data)
@@ -286,6 +286,7 @@ class HTTPServerProtocol(asyncio.Protocol):
     def eof_received(self) -> bool:
         if (
             self._task is None
+            or self._closing
             or self._in_message
             or self._upgrade_pending
             or self.transport.get_extra_info("sslcontext") is not None
@@ -475,14 +476,28 @@ class HTTPServerProtocol(asyncio.Protocol):
         self._queue.append(HTTPResponse(status))
         self._ensure_task()
 
-    def _close(self) -> None:
-        """Close after the pending writes; abort if the client does not take
-        them within idle_timeout."""
+    def _close(self, linger: bool = False) -> None:
+        """Close after the pending writes; abort if that takes idle_timeout.
+
+        With ``linger``, used when the client may still be sending (a body
+        refused by 413, bytes after a refused upgrade), the server first only
+        shuts down its sending side and reads and discards until the client
+        closes: closing a socket with unread input makes the kernel send a
+        reset, which can destroy the response before the client reads it.
+        """
         self._closing = True
         self._cancel_timers()
-        self.transport.close()
-        if not self._lost:
-            self._arm_idle_timer()
+        if self._lost:
+            return
+        transport = self.transport
+        if linger and transport.can_write_eof():
+            transport.write_eof()
+            if self._reading_paused:
+                self._reading_paused = False
+                transport.resume_reading()
+        else:
+            transport.close()
+        self._arm_idle_timer()
 
     # -- answering requests --------------------------------------------------
 
@@ -496,7 +511,7 @@ class HTTPServerProtocol(asyncio.Protocol):
                 entry = self._queue.popleft()
                 if isinstance(entry, HTTPResponse):
                     self._write(entry, "close", head_only=False)
-                    self._close()
+                    self._close(linger=True)
                     return
                 self._resume_reading_if_allowed()
                 request, keep_alive, wants_upgrade = entry
@@ -525,7 +540,7 @@ class HTTPServerProtocol(asyncio.Protocol):
                 )
                 if close:
                     self._write(response, "close", request.method == "HEAD")
-                    self._close()
+                    self._close(linger=wants_upgrade)
                     return
                 connection = "keep-alive" if request.version == "HTTP/1.0" else ""
                 self._write(response, connection, request.method == "HEAD")
