@@ -215,7 +215,8 @@ def run_interleaved(
     """Measure every cell for every library, ``repeats`` times over, interleaved.
 
     Returns the cells, each with ``runs``: one dict per repeat from library to the
-    worker's reply (a figure, or ``{"error": ...}``).
+    worker's reply (a figure, or ``{"error": ...}``).  A cell's ``not_measured``
+    lists libraries the cell does not apply to.
     """
     records = [dict(cell, runs=[{} for _ in range(repeats)]) for cell in cells]
     started = time.monotonic()
@@ -223,6 +224,8 @@ def run_interleaved(
         for record in records:
             line = []
             for library in rotated(libraries, repeat):
+                if library in record.get("not_measured", ()):
+                    continue
                 reply = measure(record, library)
                 record["runs"][repeat][library] = reply
                 line.append(f"{library} {show(reply)}")
@@ -292,7 +295,7 @@ def markdown_table(
             median = record["median"][library]
             ratio = record["ratio_to_picows"][library]
             if median is None:
-                cells.append("failed")
+                cells.append("–" if library in record.get("not_measured", ()) else "failed")
             elif with_ratio and library != REFERENCE and ratio is not None:
                 cells.append(f"{number(record, median)} ({ratio:.2f}×)")
             else:

@@ -13,10 +13,16 @@ Libraries:
 - ``websockets``: the ``websockets.asyncio`` API.
 - ``aiohttp``: ``web.WebSocketResponse`` and ``ClientSession.ws_connect``.
 - ``raw``: an ``asyncio.Protocol`` TCP echo with no framing at all: the ceiling.
+  Its server writes back each read as it came; its client counts every ``size``
+  bytes received as one echoed message and sends each next message with its own
+  ``transport.write``, exactly as the picows client does, so the gap between the
+  two is what WebSocket framing costs.  (Answering a whole read with one write
+  would turn pipelining into bulk transfer and measure nothing comparable.)
 
-A client runs one of three traffic patterns over already open connections and counts
-completed round trips in a shared :class:`Meter`; the harness opens and closes the
-measured window with timers, so the loops never look at a clock.
+A client keeps one message (ping-pong) or a window of messages (pipelined) in
+flight on each of its open connections and counts completed round trips in a
+shared :class:`Meter`; the harness opens and closes the measured window with
+timers, so the loops never look at a clock.
 """
 
 from __future__ import annotations
@@ -357,6 +363,7 @@ class CallbackConnection:
         self.done = None
 
     def on_reply(self) -> None:
+        """One echo completed: send the next message while the meter runs."""
         meter = self.meter
         meter.count += 1
         if meter.running:
