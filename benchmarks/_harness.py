@@ -172,10 +172,15 @@ def machine_description() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "platform": platform.platform(),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "load_average_at_start": load_average(),
         "libraries": _peers.library_versions(),
         "anynet_commit": git_commit(),
     }
+
+
+def load_average() -> tuple[float, float, float] | None:
+    """1, 5 and 15 minute load averages: how busy the machine was around a run."""
+    return os.getloadavg() if hasattr(os, "getloadavg") else None
 
 
 def git_commit() -> str | None:
@@ -302,6 +307,27 @@ def markdown_table(
                 cells.append(number(record, median))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def describe_run(results: dict[str, Any]) -> str:
+    """The machine, the versions, and how busy the machine was: the footer of a report."""
+    machine = results["machine"]
+    versions = ", ".join(f"{name} {version}" for name, version in machine["libraries"].items())
+    anynet = results["anynet"]
+    framing = ", ".join(
+        f"{backend} framing on {loop}" for loop, backend in anynet["framing"].items()
+    )
+    text = (
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['platform']}, "
+        f"{machine['python']}. Versions: {versions}."
+    )
+    if framing:
+        text += f" anynet {anynet['version']} at {anynet['commit']}, {framing}."
+    text += f" Started {results['started']}"
+    start, end = machine.get("load_average_at_start"), machine.get("load_average_at_end")
+    if start and end:
+        text += f"; load average {start[0]:.2f} at the start, {end[0]:.2f} at the end"
+    return text + "."
 
 
 def plural(count: int, noun: str) -> str:

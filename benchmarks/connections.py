@@ -214,6 +214,7 @@ def main(argv: list[str] | None = None) -> None:
             for reply in run.values():
                 if figure(reply) is not None:
                     reply["value"] = figure(reply)
+    machine["load_average_at_end"] = _harness.load_average()
     _harness.summarize(records, libraries, "value")
 
     results = {
@@ -251,13 +252,7 @@ def number(cell: dict[str, Any], value: float) -> str:
 
 
 def render_markdown(results: dict[str, Any]) -> str:
-    machine = results["machine"]
     settings = results["settings"]
-    versions = ", ".join(f"{name} {version}" for name, version in machine["libraries"].items())
-    anynet = results["anynet"]
-    framing = ", ".join(
-        f"{backend} framing on {loop}" for loop, backend in anynet["framing"].items()
-    )
     table = _harness.markdown_table(
         results["cells"],
         results["libraries"],
@@ -275,10 +270,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
         table,
         "",
-        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['platform']}, "
-        f"{machine['python']}. Versions: {versions}."
-        + (f" anynet {anynet['version']} at {anynet['commit']}, {framing}." if framing else "")
-        + f" Started {results['started']}.",
+        _harness.describe_run(results),
     ]
     if results["skipped"]:
         lines.append("")

@@ -161,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     finally:
         workers.stop_all()
+    machine["load_average_at_end"] = _harness.load_average()
     _harness.summarize(records, libraries, "rate")
 
     results = {
@@ -202,13 +203,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def render_markdown(results: dict[str, Any]) -> str:
-    machine = results["machine"]
-    versions = ", ".join(f"{name} {version}" for name, version in machine["libraries"].items())
     settings = results["settings"]
-    anynet = results["anynet"]
-    framing = ", ".join(
-        f"{backend} framing on {loop}" for loop, backend in anynet["framing"].items()
-    )
     table = _harness.markdown_table(
         results["cells"],
         results["libraries"],
@@ -224,10 +219,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
         table,
         "",
-        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['platform']}, "
-        f"{machine['python']}. Versions: {versions}."
-        + (f" anynet {anynet['version']} at {anynet['commit']}, {framing}." if framing else "")
-        + f" Started {results['started']}.",
+        _harness.describe_run(results),
     ]
     if results["skipped"]:
         lines.append("")
