@@ -39,6 +39,7 @@ class ServerLimits:
     max_body_size: int = 1024 * 1024
     max_pipelined: int = 16
     head_timeout: float = 10.0
+    body_timeout: float = 30.0
     idle_timeout: float = 60.0
     shutdown_timeout: float = 5.0
 
@@ -226,7 +227,8 @@ class HTTPServerProtocol(asyncio.Protocol):
         self._queue = collections.deque()
         self._task: Optional[asyncio.Task[None]] = None
 
-        self._head_timer: Optional[asyncio.TimerHandle] = None
+        # Bounds the head, then the body, of the request being received.
+        self._request_timer: Optional[asyncio.TimerHandle] = None
         self._idle_timer: Optional[asyncio.TimerHandle] = None
         self._reading_paused = False
         self._writing_paused = False
@@ -258,7 +260,9 @@ class HTTPServerProtocol(asyncio.Protocol):
             return
         # A new connection gets head_timeout for its first request head: a
         # client that connects and stays silent is a slowloris too.
-        self._head_timer = self._loop.call_later(self._limits.head_timeout, self._on_head_timeout)
+        self._request_timer = self._loop.call_later(
+            self._limits.head_timeout, self._on_request_timeout
+        )
 
     def data_received(self, data: bytes) -> None:
         if self._closing or self._rejected:
@@ -280,8 +284,15 @@ class HTTPServerProtocol(asyncio.Protocol):
         except httptools.HttpParserError:
             self._reject(400)
             return
-        if self._in_head:
-            self._account_partial_head(len(data))
+        if self._in_message:
+            # Timers only for requests that span reads: most arrive whole.
+            if self._request_timer is None:
+                self._request_timer = self._loop.call_later(
+                    self._limits.head_timeout if self._in_head else self._limits.body_timeout,
+                    self._on_request_timeout,
+                )
+            if self._in_head:
+                self._account_partial_head(len(data))
 
     def eof_received(self) -> bool:
         if (
@@ -331,10 +342,6 @@ class HTTPServerProtocol(asyncio.Protocol):
         self._body_parts = []
         self._body_size = 0
         self._cancel_idle_timer()
-        if self._head_timer is None:
-            self._head_timer = self._loop.call_later(
-                self._limits.head_timeout, self._on_head_timeout
-            )
 
     def on_url(self, fragment: bytes) -> None:
         self._url_length += len(fragment)
@@ -352,9 +359,7 @@ class HTTPServerProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        self._cancel_request_timer()  # the body, if any, gets its own
         headers = self._headers
         if self._parser.get_http_version() == "1.1" and "host" not in headers:
             raise _RejectRequest(400)  # RFC 9112 section 3.2
@@ -380,6 +385,7 @@ class HTTPServerProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._in_message = False
+        self._cancel_request_timer()
         parser = self._parser
         try:
             url = httptools.parse_url(b"".join(self._url_parts))
@@ -425,20 +431,25 @@ class HTTPServerProtocol(asyncio.Protocol):
         if self._head_size + self._head_unaccounted > self._limits.max_head_size:
             self._reject(431)
 
-    def _on_head_timeout(self) -> None:
-        self._head_timer = None
+    def _on_request_timeout(self) -> None:
+        self._request_timer = None
+        timeout = self._limits.head_timeout if self._in_head else self._limits.body_timeout
         if self._reading_paused and not self._closing:
             # We stopped reading (too many pipelined requests): not the client's fault.
-            self._head_timer = self._loop.call_later(
-                self._limits.head_timeout, self._on_head_timeout
-            )
+            self._request_timer = self._loop.call_later(timeout, self._on_request_timeout)
             return
         logger.info(
-            "dropping %s: no complete request head within %s s",
+            "dropping %s: no complete request %s within %s s",
             self.transport.get_extra_info("peername"),
-            self._limits.head_timeout,
+            "head" if self._in_head else "body",
+            timeout,
         )
         self.transport.abort()
+
+    def _cancel_request_timer(self) -> None:
+        if self._request_timer is not None:
+            self._request_timer.cancel()
+            self._request_timer = None
 
     def _arm_idle_timer(self) -> None:
         self._cancel_idle_timer()
@@ -456,9 +467,7 @@ class HTTPServerProtocol(asyncio.Protocol):
 
     def _cancel_timers(self) -> None:
         self._cancel_idle_timer()
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        self._cancel_request_timer()
 
     def _pause_reading(self) -> None:
         if not self._reading_paused and not self._lost:
@@ -469,9 +478,7 @@ class HTTPServerProtocol(asyncio.Protocol):
         """Answer a request the server refuses to handle, in turn, then close."""
         self._rejected = True
         self._in_message = self._in_head = False
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        self._cancel_request_timer()
         self._pause_reading()
         self._queue.append(HTTPResponse(status))
         self._ensure_task()
@@ -520,8 +527,10 @@ class HTTPServerProtocol(asyncio.Protocol):
                     return
                 if response.upgrade is not None:
                     if wants_upgrade:
-                        self._write(response, None, head_only=False)
-                        await self._run_upgrade(response.upgrade)
+                        if self._write(response, None, head_only=False):
+                            await self._run_upgrade(response.upgrade)
+                        else:
+                            self._close(linger=True)
                         return
                     logger.error(
                         "HTTP handler set upgrade on %s %s, which did not ask to upgrade",
@@ -569,10 +578,13 @@ class HTTPServerProtocol(asyncio.Protocol):
             return HTTPResponse(500)
         return response
 
-    def _write(self, response: HTTPResponse, connection: Optional[str], head_only: bool) -> None:
-        """Write ``response``. ``connection`` is the Connection header to send
-        (``""`` for none) with Content-Length framing, or None for a response
-        that hands the connection over (sent with the handler's headers as is)."""
+    def _write(self, response: HTTPResponse, connection: Optional[str], head_only: bool) -> bool:
+        """Write ``response``; False if it could not be encoded and an empty
+        500 went out in its place.
+
+        ``connection`` is the Connection header to send (``""`` for none) with
+        Content-Length framing, or None for a response that hands the
+        connection over (sent with the handler's headers as they are)."""
         body = response.body
         try:
             if not isinstance(body, (bytes, bytearray, memoryview)):
@@ -580,14 +592,16 @@ class HTTPServerProtocol(asyncio.Protocol):
             head = _encode_head(response, connection, len(body))
         except (TypeError, UnicodeEncodeError):
             logger.exception("HTTP handler returned a response that cannot be sent")
-            response = HTTPResponse(500)
-            body = b""
-            head = _encode_head(response, "close" if connection is None else connection, 0)
+            self.transport.write(
+                _encode_head(HTTPResponse(500), "close" if connection is None else connection, 0)
+            )
+            return False
         status = response.status_code
         if not body or head_only or status < 200 or status in _NO_BODY_STATUSES:
             self.transport.write(head)
         else:
             self.transport.writelines((head, body))
+        return True
 
     async def _drain(self) -> None:
         self._drain_waiter = self._loop.create_future()
@@ -607,6 +621,13 @@ class HTTPServerProtocol(asyncio.Protocol):
         ):
             self._reading_paused = False
             self.transport.resume_reading()
+            if self._request_timer is not None:
+                # The time we spent not reading is not the client's.
+                self._request_timer.cancel()
+                self._request_timer = self._loop.call_later(
+                    self._limits.head_timeout if self._in_head else self._limits.body_timeout,
+                    self._on_request_timeout,
+                )
 
     # -- upgrade -------------------------------------------------------------
 

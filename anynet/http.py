@@ -141,7 +141,7 @@ class HTTPServer:
         self._backlog = backlog
         self._reuse_port = reuse_port
         self._state = ServerState()
-        self._server: Optional[asyncio.AbstractServer] = None
+        self._server: Optional[asyncio.Server] = None
 
     def local_address(self) -> tuple[str, int]:
         """The address the server listens on, ``(host, port)`` (the first
@@ -206,6 +206,7 @@ def serve(
     max_body_size: int = _DEFAULT_LIMITS.max_body_size,
     max_pipelined: int = _DEFAULT_LIMITS.max_pipelined,
     head_timeout: float = _DEFAULT_LIMITS.head_timeout,
+    body_timeout: float = _DEFAULT_LIMITS.body_timeout,
     idle_timeout: float = _DEFAULT_LIMITS.idle_timeout,
     shutdown_timeout: float = _DEFAULT_LIMITS.shutdown_timeout,
     backlog: int = 1024,
@@ -235,9 +236,12 @@ def serve(
     - ``max_pipelined`` (16): requests queued behind the one being answered;
       beyond that the server stops reading the connection until it catches up.
     - ``head_timeout`` (10 s): time for a complete request head, counted from
-      the connection (after the TLS handshake, which has the same bound) or
-      from the request's first byte; then the connection is dropped without a
-      response (slowloris).
+      the connection (after the TLS handshake, which has the same bound) or,
+      for a later request, from the read in which it began; then the
+      connection is dropped without a response (slowloris). Time during which
+      the server itself stopped reading (``max_pipelined``) does not count.
+    - ``body_timeout`` (30 s): time for a complete body once the head is in;
+      then the connection is dropped (a slow upload).
     - ``idle_timeout`` (60 s): a keep-alive connection may wait this long for
       its next request, and a client may take this long to accept a response,
       before the connection is dropped.
@@ -270,6 +274,7 @@ def serve(
         max_body_size=max_body_size,
         max_pipelined=max_pipelined,
         head_timeout=head_timeout,
+        body_timeout=body_timeout,
         idle_timeout=idle_timeout,
         shutdown_timeout=shutdown_timeout,
     )

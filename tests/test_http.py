@@ -431,7 +431,7 @@ async def test_an_error_is_answered_after_the_requests_before_it():
         (b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 101\r\n\r\n", 413),
         (
             b"POST / HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
-            + b"40\r\n" + b"x" * 64 + b"\r\n" + b"40\r\n" + b"x" * 64 + b"\r\n",
+            + (b"40\r\n" + b"x" * 64 + b"\r\n") * 2,
             413,
         ),
     ],
@@ -500,6 +500,34 @@ async def test_slowloris_is_dropped_while_a_normal_client_is_served():
         # Dropped without a response.
         assert await read_until_closed(slow_reader) == b""
         slow_writer.close()
+
+
+async def test_a_slow_body_is_dropped_after_body_timeout():
+    async with serve(echo, LOCALHOST, 0, body_timeout=0.2) as server:
+        reader, writer = await connect(server.local_address())
+        writer.write(b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 10\r\n\r\nhalf")
+        assert await read_until_closed(reader) == b""
+        writer.close()
+
+
+async def test_time_the_server_spends_not_reading_is_not_held_against_the_client():
+    release = asyncio.Event()
+
+    async def handler(client, request):
+        if request.path == "/first":
+            await asyncio.wait_for(release.wait(), WAIT)
+        return text_response(request.path)
+
+    async with serve(handler, LOCALHOST, 0, max_pipelined=1, head_timeout=0.3) as server:
+        reader, writer = await connect(server.local_address())
+        writer.write(get("/first") + get("/2") + b"GET /3 HTTP/1.1\r\nHost: te")
+        await asyncio.sleep(0.5)  # longer than head_timeout, with reading paused
+        release.set()
+        assert (await read_response(reader)).body == b"/first"
+        assert (await read_response(reader)).body == b"/2"
+        writer.write(b"st\r\n\r\n")
+        assert (await read_response(reader)).body == b"/3"
+        writer.close()
 
 
 async def test_a_silent_connection_is_dropped_after_head_timeout():
@@ -737,6 +765,25 @@ async def test_an_upgrade_function_that_does_not_switch_leaves_a_closed_connecti
         assert (await read_response(reader)).status == 101
         assert await read_until_closed(reader) == b""
         writer.close()
+
+
+async def test_an_upgrade_response_that_cannot_be_sent_gives_500_and_no_upgrade(caplog):
+    protocols = []
+    handler = upgrading_handler(RecordingProtocol, protocols)
+
+    async def bad_header(client, request):
+        response = await handler(client, request)
+        response.headers["X-Not-Latin-1"] = "\u2603"
+        return response
+
+    caplog.set_level(logging.ERROR, logger="anynet.http")
+    async with serve(bad_header, LOCALHOST, 0) as server:
+        reader, writer = await connect(server.local_address())
+        writer.write(UPGRADE_REQUEST)
+        assert (await read_response(reader)).status == 500
+        assert await read_until_closed(reader) == b""
+        writer.close()
+    assert protocols == []
 
 
 async def _no_switch(client):
