@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from typing import AsyncIterator, Awaitable, Callable
 
@@ -106,21 +107,18 @@ async def anynet_server() -> AsyncIterator[int]:
 async def picows_server() -> AsyncIterator[int]:
     import picows
 
+    data_types = (picows.WSMsgType.BINARY, picows.WSMsgType.TEXT, picows.WSMsgType.CONTINUATION)
+
     class Echo(picows.WSListener):
         def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
             if frame.msg_type == picows.WSMsgType.CLOSE:
                 transport.send_close(frame.get_close_code(), frame.get_close_message())
                 transport.disconnect()
-            elif frame.msg_type in _PICOWS_DATA_TYPES:
+            elif frame.msg_type in data_types:
                 # send() copies the payload into picows's write buffer at once, so the
                 # zero-copy view of the read buffer is safe here: the documented fast path.
                 transport.send(frame.msg_type, frame.get_payload_as_memoryview(), frame.fin)
 
-    _PICOWS_DATA_TYPES = (
-        picows.WSMsgType.BINARY,
-        picows.WSMsgType.TEXT,
-        picows.WSMsgType.CONTINUATION,
-    )
     server = await picows.ws_create_server(
         lambda request: Echo(), HOST, 0, max_frame_size=LARGEST_MESSAGE
     )
@@ -388,9 +386,8 @@ class PicowsClient:
 
         class Listener(picows.WSListener):
             def on_ws_connected(self, transport: picows.WSTransport) -> None:
-                self.traffic = CallbackConnection(
-                    payload, lambda data: transport.send(binary, data)
-                )
+                send = functools.partial(transport.send, binary)
+                self.traffic = CallbackConnection(payload, send)
 
             def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
                 traffic = self.traffic
