@@ -145,7 +145,7 @@ class ResponseHeadProtocol(asyncio.Protocol):
     def __init__(self, request: bytes) -> None:
         self.head: asyncio.Future[ResponseHead] = asyncio.get_running_loop().create_future()
         self._request = request
-        self._parser = httptools.HttpResponseParser(self)
+        self._parser: Optional[httptools.HttpResponseParser] = httptools.HttpResponseParser(self)
         self._headers: Dict[str, str] = {}
         self._headers_complete = False
         self._received = 0
@@ -156,11 +156,12 @@ class ResponseHeadProtocol(asyncio.Protocol):
         transport.write(self._request)
 
     def data_received(self, data: bytes) -> None:
-        if self.head.done():
+        parser = self._parser
+        if parser is None or self.head.done():
             return
         self._received += len(data)
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             self._finish(data[upgrade.args[0] :])
             return
@@ -198,7 +199,12 @@ class ResponseHeadProtocol(asyncio.Protocol):
 
     def _finish(self, leftover: bytes) -> None:
         self._transport.pause_reading()
-        self.head.set_result(ResponseHead(self._parser.get_status_code(), self._headers, leftover))
+        assert self._parser is not None
+        status = self._parser.get_status_code()
+        self.head.set_result(ResponseHead(status, self._headers, leftover))
+        # Some loops (uvloop) keep the first protocol referenced for the life
+        # of the connection: keep what it holds on to small.
+        self._parser = None
 
     def _fail(self, error: HandshakeError) -> None:
         if not self.head.done():

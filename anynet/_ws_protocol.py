@@ -95,6 +95,44 @@ class WebSocketClient(asyncio.BufferedProtocol):
     not the application's.
     """
 
+    # Slots keep an idle connection small (a server may hold tens of
+    # thousands) and attribute access on the hot path fast.
+    __slots__ = (
+        "subprotocol",
+        "request",
+        "_is_client",
+        "_options",
+        "_loop",
+        "_reader",
+        "_writer",
+        "_transport",
+        "_local_address",
+        "_remote_address",
+        "_certificate",
+        "_certificate_read",
+        "_state",
+        "_receiving",
+        "_close_code",
+        "_close_reason",
+        "_sent_close",
+        "_close_timer",
+        "_transport_lost",
+        "_connection_closed",
+        "_messages",
+        "_receivers",
+        "_pause_level",
+        "_resume_level",
+        "_reading_paused",
+        "_pending",
+        "_pending_size",
+        "_write_limit",
+        "_writing_paused",
+        "_drainers",
+        "_pings",
+        "_keepalive_payload",
+        "_keepalive_timer",
+    )
+
     def __init__(
         self,
         *,
@@ -134,6 +172,7 @@ class WebSocketClient(asyncio.BufferedProtocol):
 
         self._pending: Optional[List[bytes]] = None
         self._pending_size = 0
+        self._write_limit = options.write_limit
         self._writing_paused = False
         self._drainers: List[asyncio.Future[None]] = []
 
@@ -317,7 +356,7 @@ class WebSocketClient(asyncio.BufferedProtocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             # Small messages must leave at once, not wait for Nagle's algorithm.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        transport.set_write_buffer_limits(high=self._options.write_limit)
+        transport.set_write_buffer_limits(high=self._write_limit)
         if self._options.ping_interval is not None:
             self._keepalive_timer = self._loop.call_later(
                 self._options.ping_interval, self._send_keepalive_ping
@@ -472,7 +511,7 @@ class WebSocketClient(asyncio.BufferedProtocol):
         else:
             pending.append(data)
             self._pending_size += len(data)
-            if self._pending_size >= self._options.write_limit:
+            if self._pending_size >= self._write_limit:
                 self._flush()
 
     def _flush(self) -> None:
