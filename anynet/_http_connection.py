@@ -182,7 +182,9 @@ class HTTPConnection:
         ``connection_made`` and then every byte that arrived after the upgrade
         request (through ``get_buffer``/``buffer_updated`` for an
         ``asyncio.BufferedProtocol``, ``data_received`` otherwise). Reading is
-        resumed before ``connection_made``, so the protocol may pause it.
+        resumed before ``connection_made``, so the protocol may pause it; if
+        the transport's write buffer is above its high-water mark, the
+        protocol gets ``pause_writing`` right after ``connection_made``.
         From then on the HTTP server leaves the transport to the protocol.
         Raises ConnectionError if the client is already gone, RuntimeError
         outside an upgrade function or on a second call.
@@ -660,6 +662,9 @@ class HTTPServerProtocol(asyncio.Protocol):
             self._reading_paused = False
             transport.resume_reading()
         protocol.connection_made(transport)
+        if self._writing_paused:
+            # The transport reports crossing its high-water mark only once.
+            protocol.pause_writing()
         leftover, self._leftover = self._leftover, b""
         if leftover:
             _deliver(protocol, transport, leftover)

@@ -190,8 +190,14 @@ class HTTPServer:
                 logger.warning(
                     "%d HTTP connection(s) did not end after cancellation", len(state.connections)
                 )
-        await self._server.wait_closed()
-        logger.info("HTTP server stopped")
+        try:
+            # Since Python 3.12 this also waits for connections the server
+            # cannot end itself: those an upgrade function took over and kept.
+            await asyncio.wait_for(self._server.wait_closed(), self._limits.shutdown_timeout)
+        except asyncio.TimeoutError:
+            logger.warning("HTTP server stopped with connections still open")
+        else:
+            logger.info("HTTP server stopped")
 
 
 def serve(

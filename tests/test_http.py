@@ -52,8 +52,16 @@ async def read_until_closed(reader):
         return b""
 
 
-async def connect(address):
-    return await asyncio.open_connection(*address)
+async def connect(address, **options):
+    return await asyncio.open_connection(*address, **options)
+
+
+async def wait_until(condition):
+    async def poll():
+        while not condition():
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(poll(), WAIT)
 
 
 def get(path="/", *headers, version="HTTP/1.1"):
@@ -722,6 +730,39 @@ async def test_upgrade_hands_over_the_connection_with_the_leftover_bytes(protoco
         assert await reader.readexactly(23) == b"LEFTOVER BYTES AND MORE"
         writer.close()
         await asyncio.wait_for(protocol.lost, WAIT)
+
+
+async def test_the_upgraded_protocol_learns_that_writing_is_paused():
+    class FlowControlledProtocol(RecordingProtocol):
+        def __init__(self):
+            super().__init__()
+            self.flow = []
+
+        def pause_writing(self):
+            self.flow.append("pause")
+
+        def resume_writing(self):
+            self.flow.append("resume")
+
+    protocols = []
+    handler = upgrading_handler(FlowControlledProtocol, protocols)
+    padding = "a" * 16_000_000  # more than the socket buffers hold
+
+    async def padded(client, request):
+        response = await handler(client, request)
+        response.headers["X-Padding"] = padding
+        return response
+
+    async with serve(padded, LOCALHOST, 0) as server:
+        reader, writer = await connect(server.local_address(), limit=2 * len(padding))
+        writer.write(UPGRADE_REQUEST)
+        await wait_until(lambda: protocols)  # the client reads nothing until the switch
+        [protocol] = protocols
+        assert protocol.flow == ["pause"]
+        assert (await read_response(reader)).headers["x-padding"] == padding
+        await wait_until(lambda: protocol.flow != ["pause"])
+        assert protocol.flow == ["pause", "resume"]
+        writer.close()
 
 
 async def test_requests_pipelined_before_an_upgrade_are_answered_first():
