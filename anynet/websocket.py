@@ -158,6 +158,7 @@ async def connect(
     1000; 1011 if the block raised an exception), bounded by
     ``disconnect_timeout``.
     """
+    _check_context(context)
     target = parse_url(url, context is not None)
     offer = check_subprotocols(protocols)
     extra_headers = check_extra_headers(headers)
@@ -286,6 +287,7 @@ async def serve(
     port) and ``backlog`` are passed to the HTTP server.
     """
     _check_handler(handler)
+    _check_context(context)
     async with http.serve_router(
         host,
         port,
@@ -418,6 +420,13 @@ class _Endpoint:
 def _check_handler(handler: Handler) -> None:
     if not callable(handler):
         raise TypeError(f"the handler must be an async function, not {type(handler).__name__}")
+
+
+def _check_context(context: Optional[tls.TLSContext]) -> None:
+    if context is not None and not isinstance(context, tls.TLSContext):
+        raise TypeError(
+            f"the TLS context must be an anynet.tls.TLSContext, not {type(context).__name__}"
+        )
 
 
 def _options(

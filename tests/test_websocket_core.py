@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import ssl
 
 import pytest
 
@@ -529,3 +531,44 @@ async def test_server_argument_checks():
     with pytest.raises(ValueError):
         async with websocket.serve(echo, "127.0.0.1", 0, max_queue=-1):
             pass
+
+
+async def test_context_must_be_a_tls_context():
+    with pytest.raises(TypeError):
+        async with websocket.connect("wss://127.0.0.1:9/", ssl.create_default_context()):
+            pass
+    with pytest.raises(TypeError):
+        async with websocket.serve(echo, "127.0.0.1", 0, ssl.create_default_context()):
+            pass
+
+
+async def test_iteration_raises_on_an_abnormal_close():
+    async def close_with_error(client):
+        await client.send(b"first")
+        await client.disconnect(4000, "application error")
+
+    async with serve(close_with_error) as server, websocket.connect(url_of(server)) as client:
+        received = []
+        with pytest.raises(websocket.ConnectionClosedError) as caught:
+            async for message in client:
+                received.append(message)
+        assert received == [b"first"]
+        assert caught.value.code == 4000
+
+
+async def test_ping_after_close_raises():
+    async with serve(echo) as server, websocket.connect(url_of(server)) as client:
+        await client.disconnect()
+        with pytest.raises(websocket.ConnectionClosedOK):
+            await client.ping()
+
+
+async def test_both_sides_disable_nagle():
+    async def tell(client):
+        sock = client._transport.get_extra_info("socket")
+        await client.send_text(str(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
+
+    async with serve(tell) as server, websocket.connect(url_of(server)) as client:
+        sock = client._transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        assert await asyncio.wait_for(client.recv_text(), TIMEOUT) != "0"

@@ -166,7 +166,11 @@ async def read_frame(reader):
         (length,) = struct.unpack("!H", await reader.readexactly(2))
     elif length == 127:
         (length,) = struct.unpack("!Q", await reader.readexactly(8))
-    return first & 0x0F, await reader.readexactly(length)
+    if not second & 0x80:
+        return first & 0x0F, await reader.readexactly(length)
+    key = await reader.readexactly(4)
+    payload = await reader.readexactly(length)
+    return first & 0x0F, bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
 def client_frame(first_byte, payload):
@@ -293,3 +297,39 @@ async def test_peer_that_vanishes_gives_1006():
         reader, writer = await raw_upgrade(server)
         writer.close()
         assert await asyncio.wait_for(seen, TIMEOUT) == (1006, 1006)
+
+
+async def test_masked_frame_from_a_server_fails_the_client_with_1002():
+    from anynet._ws_handshake import accept_value
+
+    close_frame = asyncio.get_running_loop().create_future()
+
+    async def send_masked_frame(reader, writer):
+        head = await reader.readuntil(b"\r\n\r\n")
+        key = [
+            line.split(":", 1)[1].strip()
+            for line in head.decode().split("\r\n")
+            if line.lower().startswith("sec-websocket-key")
+        ][0]
+        writer.write(
+            (
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept_value(key)}\r\n\r\n"
+            ).encode()
+            + client_frame(0x82, b"masked by a server")
+        )
+        close_frame.set_result(await read_frame(reader))
+        writer.close()  # the server closes TCP, as the client waits for
+
+    server = await asyncio.start_server(send_masked_frame, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with websocket.connect(f"ws://127.0.0.1:{port}/", ping_interval=None) as client:
+            with pytest.raises(websocket.ConnectionClosedError) as caught:
+                await asyncio.wait_for(client.recv(), TIMEOUT)
+        assert caught.value.code == 1002
+        assert client.close_code == 1002
+        opcode, payload = await asyncio.wait_for(close_frame, TIMEOUT)
+        assert opcode == 0x8 and struct.unpack("!H", payload[:2])[0] == 1002
+    finally:
+        server.close()
