@@ -11,6 +11,10 @@ per second, over a fixed window after a warm-up, in three modes:
   one server process: the game-server pattern.  1 MiB is left out of this mode
   (100 MiB in flight each way measures the allocator, not the library).
 
+Each library's server is driven by the same library's client; ``--client picows``
+drives every WebSocket server with picows's client instead, to compare the servers
+alone (in the many mode the client process works as hard as the server).
+
 Binary messages of 16 B, 256 B, 4 KiB, 64 KiB and 1 MiB; the standard asyncio loop
 and uvloop.  The first reply on every connection is compared byte for byte and
 every later one by length, so a broken echo cannot report a speed.
@@ -21,7 +25,8 @@ every later one by length, so a broken echo cannot report a speed.
 
 Writes ``results/echo.json`` (every raw figure, the machine, library versions),
 ``results/echo.md`` (the table of medians and ratios to picows) and
-``results/echo.png`` (the plot); ``--quick`` writes ``echo-quick.*`` instead.
+``results/echo.png`` (the plot); ``--quick`` writes ``echo-quick.*`` and
+``--client picows`` ``echo-picows-client.*`` instead.
 """
 
 from __future__ import annotations
@@ -95,6 +100,12 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated modes")
     parser.add_argument(
+        "--client",
+        choices=_peers.WEBSOCKET_LIBRARIES,
+        help="drive every WebSocket server with this library's client (raw keeps its own): "
+        "compares the servers alone",
+    )
+    parser.add_argument(
         "--sizes",
         default="16,256,4k,64k,1m",
         help="comma-separated message sizes in bytes, k (KiB) or m (MiB)",
@@ -129,6 +140,9 @@ def main(argv: list[str] | None = None) -> None:
     workers = _harness.Workers()
     anynet: dict[str, Any] = {"framing": {}}
 
+    def client_library(library: str) -> str:
+        return arguments.client if arguments.client and library != "raw" else library
+
     def measure(cell: dict[str, Any], library: str) -> dict[str, Any]:
         command = {
             "op": "echo",
@@ -141,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
         }
         try:
             server = workers.get("server", library, cell["loop"])
-            client = workers.get("client", library, cell["loop"])
+            client = workers.get("client", client_library(library), cell["loop"])
             if library == "anynet":
                 anynet["version"] = server.hello["version"]
                 anynet["framing"][cell["loop"]] = server.hello["framing"]
@@ -151,6 +165,7 @@ def main(argv: list[str] | None = None) -> None:
         except _harness.WorkerError as error:
             print(f"  {error}", file=sys.stderr)
             workers.stop(library, cell["loop"])
+            workers.stop(client_library(library), cell["loop"])
             return {"error": str(error)}
 
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -178,6 +193,7 @@ def main(argv: list[str] | None = None) -> None:
             "warmup_seconds": arguments.warmup,
             "duration_seconds": arguments.duration,
             "many_connections": MANY_CONNECTIONS,
+            "client": arguments.client or "each library's own",
             "pipeline_windows": {
                 _harness.size_label(size): pipeline_window(size) for size in sizes
             },
@@ -189,7 +205,9 @@ def main(argv: list[str] | None = None) -> None:
         "skipped": skipped,
         "cells": records,
     }
-    stem = "echo-quick" if arguments.quick else "echo"
+    stem = "echo" + ("-quick" if arguments.quick else "")
+    if arguments.client:
+        stem += f"-{arguments.client}-client"
     _harness.write_json(arguments.output / f"{stem}.json", results)
     report = render_markdown(results)
     (arguments.output / f"{stem}.md").write_text(report)
@@ -215,7 +233,8 @@ def render_markdown(results: dict[str, Any]) -> str:
     lines = [
         f"Echo round trips per second (median of {repeats} of "
         f"{settings['duration_seconds']} s after {settings['warmup_seconds']} s warm-up); in "
-        f"brackets the median ratio to picows within each repeat.",
+        f"brackets the median ratio to picows within each repeat. Clients: "
+        f"{settings['client']}.",
         "",
         table,
         "",
