@@ -139,7 +139,9 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         default=",".join(_peers.LIBRARIES),
         help="comma-separated libraries (raw: memory only)",
     )
-    parser.add_argument("--metrics", default=",".join(METRICS), help="memory, handshakes")
+    parser.add_argument(
+        "--metrics", default=",".join(METRICS), help="comma-separated, of: memory, handshakes"
+    )
     parser.add_argument("--repeats", type=int, help="interleaved repeats (full 3, quick 1)")
     parser.add_argument("--warmup", type=float, help="seconds before each handshake window")
     parser.add_argument("--duration", type=float, help="seconds of each handshake window")

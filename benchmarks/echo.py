@@ -96,9 +96,13 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="one short repeat: under a minute")
     parser.add_argument("--loop", choices=("asyncio", "uvloop", "both"), default="both")
     parser.add_argument(
-        "--libs", default=",".join(_peers.LIBRARIES), help="comma-separated libraries"
+        "--libs",
+        default=",".join(_peers.LIBRARIES),
+        help="comma-separated, of: " + ", ".join(_peers.LIBRARIES),
     )
-    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated modes")
+    parser.add_argument(
+        "--modes", default=",".join(MODES), help="comma-separated, of: " + ", ".join(MODES)
+    )
     parser.add_argument(
         "--client",
         choices=_peers.WEBSOCKET_LIBRARIES,
