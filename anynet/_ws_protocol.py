@@ -285,6 +285,8 @@ class WebSocketClient(asyncio.BufferedProtocol):
             self._write(frame)
             self._flush()
             self._arm_close_timer()
+            # Senders waiting for the buffer to drain can send nothing more.
+            _wake(self._drainers)
             # The peer's answer must be read even if the queue is full.
             if self._reading_paused:
                 self._resume_reading()
@@ -627,10 +629,12 @@ class WebSocketClient(asyncio.BufferedProtocol):
         self._state = _CLOSED
         self._set_close_code(code, reason)
         self._stop_receiving()
+        _wake(self._drainers)
         self._close_transport()
 
     def _finish_closing(self) -> None:
         """Both sides are done with frames: end TCP as RFC 6455 7.1.1 asks."""
+        _wake(self._drainers)
         if self._is_client:
             # The server closes TCP first; give it the bound to do so.
             self._flush()

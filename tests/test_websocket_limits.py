@@ -122,6 +122,31 @@ async def test_blocked_send_fails_when_the_connection_closes():
     assert isinstance(closed, websocket.ConnectionClosedError)
 
 
+async def test_disconnect_fails_a_send_waiting_for_the_buffer_at_once():
+    outcome = asyncio.get_running_loop().create_future()
+
+    async def flood_then_disconnect(client):
+        await send_until_blocked(client, CHUNK)
+        pending = asyncio.ensure_future(client.send(CHUNK))
+        await asyncio.sleep(0)
+        closing = asyncio.ensure_future(client.disconnect())
+        # The peer reads nothing, so the closing handshake itself would take
+        # the whole (long) disconnect_timeout; the waiting send must not.
+        try:
+            await asyncio.wait_for(pending, TIMEOUT)
+        except websocket.ConnectionClosed as closed:
+            outcome.set_result(closed)
+        await closing
+
+    async with websocket.serve(
+        flood_then_disconnect, "127.0.0.1", 0, disconnect_timeout=3 * TIMEOUT
+    ) as server:
+        async with websocket.connect(url_of(server), max_queue=1) as client:
+            closed = await asyncio.wait_for(outcome, TIMEOUT)
+            await client.close()
+    assert isinstance(closed, websocket.ConnectionClosedOK)
+
+
 async def test_keepalive_keeps_a_paused_connection_whose_pong_is_unread():
     total = asyncio.get_running_loop().create_future()
 
