@@ -45,10 +45,10 @@ import _peers
 METRICS = ("memory", "handshakes")
 CONCURRENT_HANDSHAKES = 8
 OPENING_CONCURRENCY = 50
-SETTLE_SECONDS = 0.5
+SETTLE_SECONDS = 0.3
 
 FULL = {"repeats": 3, "warmup": 0.3, "duration": 1.0, "connections": 2000}
-QUICK = {"repeats": 1, "warmup": 0.1, "duration": 0.3, "connections": 2000}
+QUICK = {"repeats": 1, "warmup": 0.1, "duration": 0.2, "connections": 2000}
 
 ROW_TITLES = {
     "memory": "server memory per idle connection",
