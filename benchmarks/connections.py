@@ -24,7 +24,7 @@ Repeats are interleaved as in ``echo.py``, with ratios to picows taken within ea
 repeat (for memory a ratio below 1 is better).
 
     python benchmarks/connections.py            # full run, a few minutes
-    python benchmarks/connections.py --quick    # under a minute
+    python benchmarks/connections.py --quick    # under a minute (1000 idle connections)
 
 Writes ``results/connections.json`` and ``results/connections.md`` (``--quick``:
 ``connections-quick.*``).
@@ -48,7 +48,7 @@ OPENING_CONCURRENCY = 50
 SETTLE_SECONDS = 0.3
 
 FULL = {"repeats": 3, "warmup": 0.3, "duration": 1.0, "connections": 2000}
-QUICK = {"repeats": 1, "warmup": 0.1, "duration": 0.2, "connections": 2000}
+QUICK = {"repeats": 1, "warmup": 0.1, "duration": 0.2, "connections": 1000}
 
 ROW_TITLES = {
     "memory": "server memory per idle connection",
@@ -145,7 +145,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, help="interleaved repeats (full 3, quick 1)")
     parser.add_argument("--warmup", type=float, help="seconds before each handshake window")
     parser.add_argument("--duration", type=float, help="seconds of each handshake window")
-    parser.add_argument("--connections", type=int, help="idle connections for memory (2000)")
+    parser.add_argument("--connections", type=int, help="idle connections for memory (full 2000, quick 1000)")
     parser.add_argument(
         "--output", type=Path, default=_harness.BENCHMARKS / "results", help="results directory"
     )
