@@ -8,7 +8,7 @@
 /* Validator states: ACCEPT between code points, REJECT for good once the
  * input cannot be valid UTF-8; any other value is inside a code point. */
 #define ANYNET_UTF8_ACCEPT 0
-#define ANYNET_UTF8_REJECT 1
+#define ANYNET_UTF8_REJECT 6
 
 /* Continues validation from state over n bytes and returns the new state. */
 int anynet_utf8_validate(int state, const unsigned char *s, size_t n);
