@@ -44,9 +44,13 @@ MAX_CONTROL_PAYLOAD = 125
 MAX_CLOSE_REASON = MAX_CONTROL_PAYLOAD - 2
 #: Size of a receive buffer allocated for an ordinary read.
 READ_BUFFER_SIZE = 64 * 1024
-#: get_buffer() never offers less free space than this (unless the frame
-#: being received needs less and the buffer cannot hold more).
+#: get_buffer() never offers less free space than this.
 MIN_READ_SIZE = 4 * 1024
+#: A frame up to this size (that passed the size limit) gets its whole buffer
+#: as soon as its header arrives; a larger one grows the buffer at most
+#: geometrically with the bytes that actually arrive, so a header alone
+#: cannot make the reader reserve more than this.
+MAX_PREALLOCATION = 16 * 1024 * 1024
 #: Client masking keys are cut from a per-writer pool of random bytes, so that
 #: the operating system is asked once per 128 frames rather than per frame.
 MASK_POOL_SIZE = 512
@@ -282,9 +286,7 @@ class FrameReader:
         being received if its header is known, else an ordinary read."""
         pending = self._end - self._start
         rest = self._frame_size - pending
-        if rest > pending and self._max_message_size is None:
-            # No size limit: grow at most geometrically with what actually
-            # arrives, so a header alone cannot make us reserve memory.
+        if rest > pending and self._frame_size > MAX_PREALLOCATION:
             rest = max(pending, READ_BUFFER_SIZE)
         return max(rest, MIN_READ_SIZE)
 

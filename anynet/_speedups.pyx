@@ -246,7 +246,7 @@ cdef class FrameReader:
         cdef Py_ssize_t pending = self._end - self._start
         cdef Py_ssize_t rest = 0
         if self._frame_size > <uint64_t>pending:
-            if self._frame_size - pending > <uint64_t>pending and self._frame_size > MAX_PREALLOCATION:
+            if self._frame_size > MAX_PREALLOCATION and self._frame_size - pending > <uint64_t>pending:
                 rest = max(pending, <Py_ssize_t>READ_BUFFER_SIZE)
             else:
                 rest = <Py_ssize_t>(self._frame_size - pending)

@@ -507,11 +507,20 @@ def test_tail_kept_by_feed_is_released(framing):
     assert reader.buffer_size == 0
 
 
-def test_unlimited_reader_does_not_trust_a_declared_length(framing):
+def test_a_huge_declared_length_is_not_preallocated(framing):
     reader = server_reader(framing, max_message_size=None)
-    reader.feed(client_frame(0x2, b"", length=1 << 40))
+    assert reader.feed(client_frame(0x2, b"", length=1 << 40)) == []
     assert reader.buffer_size < 1 << 20
     assert len(reader.get_buffer(-1)) < 1 << 20
+
+
+def test_a_huge_frame_grows_the_buffer_with_its_bytes(framing):
+    reader = server_reader(framing, max_message_size=None)
+    payload = bytes(17 << 20)
+    frame = framing.FrameWriter(is_client=True).encode(0x2, payload)
+    events = feed_buffered(reader, frame, 1 << 20)
+    assert events == [payload]
+    assert reader.buffer_size == 0
 
 
 # -- the writer ----------------------------------------------------------------------
