@@ -193,8 +193,7 @@ class WebSocketClient(asyncio.BufferedProtocol):
         if self._writing_paused:
             await self._wait_for_writing()
         if cls is bytes and len(data) >= _UNCOPIED_PAYLOAD_SIZE and not self._is_client:
-            self._write(self._writer.encode_header(OP_BINARY, len(data)))
-            self._write(data)
+            self._write_uncopied(self._writer.encode_header(OP_BINARY, len(data)), data)
         else:
             self._write(self._writer.encode(OP_BINARY, data))
 
@@ -515,6 +514,13 @@ class WebSocketClient(asyncio.BufferedProtocol):
             self._pending_size += len(data)
             if self._pending_size >= self._write_limit:
                 self._flush()
+
+    def _write_uncopied(self, header: bytes, payload: bytes) -> None:
+        # One call for both, so that the header does not leave as a packet
+        # of its own; what is pending was sent before and goes first.
+        self._flush()
+        assert self._transport is not None
+        self._transport.writelines((header, payload))
 
     def _flush(self) -> None:
         pending = self._pending
