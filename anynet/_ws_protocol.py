@@ -381,8 +381,12 @@ class WebSocketClient(asyncio.BufferedProtocol):
                 append(event)
             else:
                 self._control_event(event)
-        if self._receivers:
-            _wake(self._receivers)
+        receivers = self._receivers
+        if receivers:
+            for receiver in receivers:
+                if not receiver.done():
+                    receiver.set_result(None)
+            receivers.clear()
         if len(self._messages) >= self._pause_level and not self._reading_paused:
             if self._state is _OPEN:
                 self._pause_reading()
@@ -434,12 +438,15 @@ class WebSocketClient(asyncio.BufferedProtocol):
             if not self._receiving:
                 raise self._closed_exception()
             receiver: asyncio.Future[None] = self._loop.create_future()
-            self._receivers.append(receiver)
+            receivers = self._receivers
+            receivers.append(receiver)
             try:
                 await receiver
-            finally:
-                if receiver in self._receivers:
-                    self._receivers.remove(receiver)
+            except BaseException:
+                # Cancelled: a wake-up empties the list, this does not.
+                if receiver in receivers:
+                    receivers.remove(receiver)
+                raise
 
     def _take(self, kind: Optional[type]) -> Optional[Message]:
         messages = self._messages
