@@ -284,6 +284,7 @@ class WebSocketClient(asyncio.BufferedProtocol):
             self._write(frame)
             self._flush()
             self._arm_close_timer()
+            self._stop_keepalive()
             # Senders waiting for the buffer to drain can send nothing more.
             _wake(self._drainers)
             # The peer's answer must be read even if the queue is full.
@@ -400,10 +401,10 @@ class WebSocketClient(asyncio.BufferedProtocol):
         self._state = _CLOSED
         self._set_close_code(CLOSE_ABNORMAL, "the connection was lost")
         self._stop_receiving()
-        for timer in (self._close_timer, self._keepalive_timer):
-            if timer is not None:
-                timer.cancel()
-        self._close_timer = self._keepalive_timer = None
+        self._stop_keepalive()
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
         self._pending = None
         _wake(self._drainers)
         if not self._connection_closed.done():
@@ -532,9 +533,9 @@ class WebSocketClient(asyncio.BufferedProtocol):
     def _flush(self) -> None:
         pending = self._pending
         self._pending = None
+        self._pending_size = 0
         if pending and not self._transport_lost:
             assert self._transport is not None
-            self._pending_size = 0
             if len(pending) == 1:
                 self._transport.write(pending[0])
             else:
@@ -585,6 +586,11 @@ class WebSocketClient(asyncio.BufferedProtocol):
         self._keepalive_timer = None
         if delay is not None and self._state is _OPEN:
             self._keepalive_timer = self._loop.call_later(delay, callback)
+
+    def _stop_keepalive(self) -> None:
+        # Once closing, the closing handshake has its own bound.
+        self._schedule_keepalive(None, None)
+        self._keepalive_payload = None
 
     def _send_keepalive_ping(self) -> None:
         self._keepalive_timer = None
@@ -642,11 +648,13 @@ class WebSocketClient(asyncio.BufferedProtocol):
         self._state = _CLOSED
         self._set_close_code(code, reason)
         self._stop_receiving()
+        self._stop_keepalive()
         _wake(self._drainers)
         self._close_transport()
 
     def _finish_closing(self) -> None:
         """Both sides are done with frames: end TCP as RFC 6455 7.1.1 asks."""
+        self._stop_keepalive()
         _wake(self._drainers)
         if self._is_client:
             # The server closes TCP first; give it the bound to do so.
