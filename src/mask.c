@@ -9,7 +9,7 @@
     (defined(_M_IX86_FP) && _M_IX86_FP >= 2)
 #include <emmintrin.h>
 #define ANYNET_SSE2 1
-#elif defined(__ARM_NEON) || defined(__aarch64__) || defined(_M_ARM64)
+#elif defined(__aarch64__) || defined(_M_ARM64)
 #include <arm_neon.h>
 #define ANYNET_NEON 1
 #endif
