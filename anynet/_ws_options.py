@@ -63,7 +63,12 @@ def connection_options(
 
 def optional_seconds(name: str, value: Optional[float]) -> Optional[float]:
     """A positive number of seconds, or None to turn the timer off."""
-    return None if value is None else _seconds(name, value, allow_zero=False)
+    return None if value is None else positive_seconds(name, value)
+
+
+def positive_seconds(name: str, value: float) -> float:
+    """A positive number of seconds."""
+    return _seconds(name, value, allow_zero=False)
 
 
 def _seconds(name: str, value: float, *, allow_zero: bool) -> float:

@@ -100,6 +100,7 @@ from anynet._ws_options import (
     ConnectionOptions,
     connection_options,
     optional_seconds,
+    positive_seconds,
 )
 from anynet._ws_protocol import WebSocketClient, broadcast
 
@@ -286,28 +287,23 @@ async def serve(
     ``reuse_port`` (SO_REUSEPORT, so that several processes can share the
     port) and ``backlog`` are passed to the HTTP server.
     """
+    # Every argument is checked before the server starts listening.
     _check_handler(handler)
     _check_context(context)
+    _check_protocol(protocol)
+    options = _options(
+        max_message_size, max_queue, write_limit, disconnect_timeout, ping_interval, ping_timeout
+    )
+    head_timeout = positive_seconds("handshake_timeout", handshake_timeout)
     async with http.serve_router(
         host,
         port,
         context,
-        head_timeout=handshake_timeout,
+        head_timeout=head_timeout,
         reuse_port=reuse_port,
         backlog=backlog,
     ) as router:
-        async with route(
-            handler,
-            router,
-            path,
-            protocol=protocol,
-            disconnect_timeout=disconnect_timeout,
-            max_message_size=max_message_size,
-            max_queue=max_queue,
-            write_limit=write_limit,
-            ping_interval=ping_interval,
-            ping_timeout=ping_timeout,
-        ) as server:
+        async with _route(handler, router, path, protocol, options) as server:
             yield server
 
 
@@ -336,11 +332,22 @@ async def route(
     ``disconnect_timeout``.
     """
     _check_handler(handler)
-    if protocol is not None and (not isinstance(protocol, str) or not _TOKEN.fullmatch(protocol)):
-        raise ValueError(f"invalid subprotocol name: {protocol!r}")
+    _check_protocol(protocol)
     options = _options(
         max_message_size, max_queue, write_limit, disconnect_timeout, ping_interval, ping_timeout
     )
+    async with _route(handler, router, path, protocol, options) as server:
+        yield server
+
+
+@contextlib.asynccontextmanager
+async def _route(
+    handler: Handler,
+    router: http.HTTPRouter,
+    path: str,
+    protocol: Optional[str],
+    options: ConnectionOptions,
+) -> AsyncIterator[WebSocketServer]:
     server = WebSocketServer(router, path)
     endpoint = _Endpoint(handler, protocol, options, server._clients)
     try:
@@ -420,6 +427,11 @@ class _Endpoint:
 def _check_handler(handler: Handler) -> None:
     if not callable(handler):
         raise TypeError(f"the handler must be an async function, not {type(handler).__name__}")
+
+
+def _check_protocol(protocol: Optional[str]) -> None:
+    if protocol is not None and (not isinstance(protocol, str) or not _TOKEN.fullmatch(protocol)):
+        raise ValueError(f"invalid subprotocol name: {protocol!r}")
 
 
 def _check_context(context: Optional[tls.TLSContext]) -> None:

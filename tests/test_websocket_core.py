@@ -531,6 +531,16 @@ async def test_server_argument_checks():
     with pytest.raises(ValueError):
         async with websocket.serve(echo, "127.0.0.1", 0, max_queue=-1):
             pass
+    with pytest.raises(ValueError):
+        async with websocket.serve(echo, "127.0.0.1", 0, handshake_timeout=0):
+            pass
+    with pytest.raises(TypeError):
+        async with websocket.serve(echo, "127.0.0.1", 0, handshake_timeout=None):
+            pass
+    with pytest.raises(ValueError):
+        async with http.serve_router("127.0.0.1", 0) as router:
+            async with websocket.route(echo, router, "/ws", write_limit=0):
+                pass
 
 
 async def test_context_must_be_a_tls_context():
