@@ -260,7 +260,11 @@ class WebSocketClient(asyncio.BufferedProtocol):
             raise StopAsyncIteration from None
 
     async def ping(self) -> float:
-        """Send a ping and wait for its pong; return the round-trip time in seconds."""
+        """Send a ping and wait for its pong; return the round-trip time in seconds.
+
+        The wait ends with ``ConnectionClosed`` if the connection closes
+        first; wrap the call in ``asyncio.wait_for`` to bound it otherwise.
+        """
         if self._state is not _OPEN:
             raise self._closed_exception()
         waiter: asyncio.Future[float] = self._loop.create_future()
