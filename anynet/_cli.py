@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Coroutine, Dict, List, Optional, Sequence
 
 from anynet import __version__, tls, websocket
 from anynet._backend import BACKEND
@@ -26,8 +26,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         import uvloop
 
         uvloop.install()
+    command: Callable[[argparse.Namespace], Coroutine[Any, Any, int]] = args.command
     try:
-        return asyncio.run(args.command(args))
+        return asyncio.run(command(args))
     except KeyboardInterrupt:
         return 130
 
@@ -242,7 +243,7 @@ class _Progress:
             sys.stderr.write("\n")
 
 
-def _on_signals(callback: Any) -> None:
+def _on_signals(callback: Callable[[], None]) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         try:
