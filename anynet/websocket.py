@@ -21,6 +21,12 @@ A server that echoes every message with its own type::
         print("listening on", server.local_address())
         await asyncio.Event().wait()
 
+``recv()`` and ``recv_text()`` take the next message of their type;
+``recv_message()`` and ``async for`` take both in arrival order. The handler
+reads its handshake request from ``client.request`` (path, query parameters,
+headers). ``broadcast(server.clients, message)`` encodes a message once and
+writes it to every open connection.
+
 ``connect``, ``serve`` and ``route`` take these keyword-only limits (a peer
 can never make a connection spend more than they allow):
 
