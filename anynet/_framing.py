@@ -106,6 +106,12 @@ def _mask(data: Buffer, mask: bytes) -> bytes:
     return bytes(result)
 
 
+def _key_at(mask: Buffer, offset: int) -> bytes:
+    """The 4-byte mask rotated to unmask a payload from ``offset`` on."""
+    phase = offset & 3
+    return bytes(mask[phase:]) + bytes(mask[:phase])
+
+
 def _decode_chunk(decoder: codecs.IncrementalDecoder, data: Buffer, final: bool) -> str:
     """Decode one chunk of a UTF-8 stream; UnicodeDecodeError as soon as the
     stream so far cannot be the beginning of valid UTF-8."""
@@ -192,6 +198,9 @@ class FrameReader:
         "_start",
         "_end",
         "_frame_size",
+        "_frame_header_size",
+        "_frame_first",
+        "_text_done",
         "_message_opcode",
         "_message_size",
         "_fragments",
@@ -213,10 +222,18 @@ class FrameReader:
         self._buffer: Optional[bytearray] = None
         self._start = 0
         self._end = 0
-        # Total size of the incomplete frame at _start once its header is known.
+        # The incomplete frame at _start once its header is known: its total
+        # size (0 until then), header size and first header byte.
         self._frame_size = 0
-        # The fragmented message in progress: its opcode (0 when none), size so
-        # far, and its fragments (text already decoded).
+        self._frame_header_size = 0
+        self._frame_first = 0
+        # Payload bytes of that frame, if it carries text, already decoded into
+        # _fragments, so that invalid UTF-8 fails before the frame ends.
+        self._text_done = 0
+        # The message in progress: its opcode (0 when none; a text frame whose
+        # beginning is decoded but that is not complete yet does not count),
+        # size so far, and its pieces (text already decoded). The decoder is
+        # left empty by the end of every text message.
         self._message_opcode = 0
         self._message_size = 0
         self._fragments: List[Union[bytes, str]] = []
@@ -245,6 +262,9 @@ class FrameReader:
                 tail = view[consumed:]
                 self._reserve(max(len(tail), self._wanted_space()))
                 self._append(tail)
+                self._decode_text_prefix(events)
+                if self.failed:
+                    self._release()
         else:
             self._reserve(max(len(view), self._wanted_space()))
             self._append(view)
@@ -278,6 +298,8 @@ class FrameReader:
     def _parse_buffer(self, events: List[Event]) -> None:
         assert self._buffer is not None
         self._start = self._parse(memoryview(self._buffer), self._start, self._end, events)
+        if self._start < self._end and not (self.failed or self.closed):
+            self._decode_text_prefix(events)
         if self._start == self._end or self.failed or self.closed:
             self._release()
 
@@ -319,7 +341,7 @@ class FrameReader:
 
     def _release(self) -> None:
         self._buffer = None
-        self._start = self._end = self._frame_size = 0
+        self._start = self._end = self._frame_size = self._text_done = 0
 
     def _fail(self, events: List[Event], code: int, reason: str) -> int:
         events.append(ProtocolError(code, reason))
@@ -333,6 +355,12 @@ class FrameReader:
         irrelevant and the return value is meaningless."""
         masked_bit = self._masked_bit
         limit = self._max_message_size
+        if self._text_done:
+            if end - pos < self._frame_size:
+                return pos
+            pos = self._finish_text_frame(data, pos, events)
+            if self.failed:
+                return 0
         self._frame_size = 0
         while True:
             available = end - pos
@@ -383,6 +411,8 @@ class FrameReader:
             frame_size = header_size + length
             if available < frame_size:
                 self._frame_size = frame_size
+                self._frame_header_size = header_size
+                self._frame_first = first
                 return pos
             payload_start = pos + header_size
             pos += frame_size
@@ -414,7 +444,6 @@ class FrameReader:
         """Add one fragment of a fragmented message; False after a violation."""
         if opcode:
             self._message_opcode = opcode
-            self._decoder.reset()
         self._message_size += len(payload)
         if self._message_opcode == OP_TEXT:
             try:
@@ -435,6 +464,54 @@ class FrameReader:
             self._message_size = 0
             self._fragments = []
         return True
+
+    def _decode_text_prefix(self, events: List[Event]) -> None:
+        """Decode the payload bytes that arrived since the last call of the
+        incomplete frame at ``_start``, if it carries text: a text message
+        fails on its first invalid byte, even in the middle of a frame."""
+        if not self._frame_size:
+            return
+        opcode = self._frame_first & 0x0F
+        if opcode != OP_TEXT and not (opcode == OP_CONTINUATION and self._message_opcode == OP_TEXT):
+            return
+        assert self._buffer is not None
+        payload_start = self._start + self._frame_header_size
+        done = self._text_done
+        if self._end - payload_start <= done:
+            return
+        chunk: Buffer = memoryview(self._buffer)[payload_start + done : self._end]
+        if self._masked_bit:
+            chunk = _mask(chunk, _key_at(self._buffer[payload_start - 4 : payload_start], done))
+        self._text_done = self._end - payload_start
+        try:
+            self._fragments.append(_decode_chunk(self._decoder, chunk, False))
+        except UnicodeDecodeError:
+            self._fail(events, 1007, "invalid UTF-8 in a text message")
+
+    def _finish_text_frame(self, data: memoryview, pos: int, events: List[Event]) -> int:
+        """Complete the text frame at ``pos`` whose payload earlier calls
+        began to decode; return the offset after it."""
+        header_size = self._frame_header_size
+        payload_start = pos + header_size
+        frame_end = pos + self._frame_size
+        rest: Buffer = data[payload_start + self._text_done : frame_end]
+        if self._masked_bit:
+            rest = _mask(rest, _key_at(bytes(data[payload_start - 4 : payload_start]), self._text_done))
+        self._text_done = 0
+        fin = self._frame_first & 0x80
+        try:
+            self._fragments.append(_decode_chunk(self._decoder, rest, bool(fin)))
+        except UnicodeDecodeError:
+            return self._fail(events, 1007, "invalid UTF-8 in a text message")
+        if fin:
+            events.append("".join(cast(List[str], self._fragments)))
+            self._message_opcode = 0
+            self._message_size = 0
+            self._fragments = []
+        else:
+            self._message_opcode = OP_TEXT
+            self._message_size += self._frame_size - header_size
+        return frame_end
 
     def _close(self, events: List[Event], payload: Buffer) -> int:
         if not payload:
