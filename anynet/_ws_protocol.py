@@ -131,6 +131,7 @@ class WebSocketClient(asyncio.BufferedProtocol):
         "_pings",
         "_keepalive_payload",
         "_keepalive_timer",
+        "_deferred_failure",
     )
 
     def __init__(
@@ -179,6 +180,7 @@ class WebSocketClient(asyncio.BufferedProtocol):
         self._pings: Dict[bytes, Tuple[float, Optional[asyncio.Future[float]]]] = {}
         self._keepalive_payload: Optional[bytes] = None
         self._keepalive_timer: Optional[asyncio.TimerHandle] = None
+        self._deferred_failure: Optional[ProtocolError] = None
 
     # ------------------------------------------------------------------
     # The application's interface
@@ -281,6 +283,9 @@ class WebSocketClient(asyncio.BufferedProtocol):
         our Close frame (``ValueError`` for a code an endpoint may not send
         or a reason over 123 bytes in UTF-8).
         """
+        if self._deferred_failure is not None:
+            # The peer broke the protocol: that, not ``code``, is what it is told.
+            self._fail_deferred()
         if self._state is _OPEN:
             frame = self._writer.encode_close(code, reason)
             self._state = _CLOSING
@@ -440,6 +445,8 @@ class WebSocketClient(asyncio.BufferedProtocol):
             message = self._take(kind)
             if message is not None:
                 return message
+            if self._deferred_failure is not None:
+                self._fail_deferred()
             if not self._receiving:
                 raise self._closed_exception()
             receiver: asyncio.Future[None] = self._loop.create_future()
@@ -482,7 +489,10 @@ class WebSocketClient(asyncio.BufferedProtocol):
         elif cls is Close:
             self._close_received(event.code, event.reason)
         elif isinstance(event, ProtocolError):
-            self._fail(event.code, event.reason)
+            if self._messages:
+                self._defer_failure(event)
+            else:
+                self._fail(event.code, event.reason)
 
     def _pause_reading(self) -> None:
         assert self._transport is not None
@@ -632,6 +642,28 @@ class WebSocketClient(asyncio.BufferedProtocol):
         self._state = _CLOSED
         self._stop_receiving()
         self._finish_closing()
+
+    def _defer_failure(self, error: ProtocolError) -> None:
+        """Fail the connection once the application has read what came before ``error``.
+
+        The messages that arrived before the violation are valid, and an
+        application that answers them (an echo server, a request handler)
+        gets its answers out before the Close. The reader takes no more input
+        after an error, so waiting costs no memory; an application that does
+        not come back to read within ``disconnect_timeout`` is not waited for.
+        """
+        self._deferred_failure = error
+        self._close_timer = self._loop.call_later(
+            self._options.disconnect_timeout, self._fail_deferred
+        )
+
+    def _fail_deferred(self) -> None:
+        error, self._deferred_failure = self._deferred_failure, None
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+        if error is not None:
+            self._fail(error.code, error.reason)
 
     def _fail(self, code: int, reason: str) -> None:
         """End the connection because of the peer: send ``code`` and close."""

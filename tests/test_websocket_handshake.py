@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import os
 import struct
 
 import pytest
@@ -13,9 +12,17 @@ import pytest
 from anynet import websocket
 from anynet._url import parse_url
 from anynet._ws_handshake import accept_value, check_request, is_valid_key
-
-TIMEOUT = 10
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+from rawpeer import (
+    GUID,
+    TIMEOUT,
+    RawServer,
+    accept_response,
+    echo,
+    masked_frame,
+    read_frame,
+    read_head,
+    upgrade_request,
+)
 
 
 # -- URL rules ---------------------------------------------------------------
@@ -166,63 +173,6 @@ def test_check_request_refusals(method, version, changes, status):
 # -- our server against a raw client -----------------------------------------
 
 
-def upgrade_request(path="/", **overrides):
-    fields = {
-        "Host": "127.0.0.1",
-        "Upgrade": "websocket",
-        "Connection": "Upgrade",
-        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
-        "Sec-WebSocket-Version": "13",
-    }
-    fields.update(overrides)
-    lines = [f"GET {path} HTTP/1.1"] + [f"{k}: {v}" for k, v in fields.items() if v is not None]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode(), fields["Sec-WebSocket-Key"]
-
-
-async def read_head(reader):
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in lines:
-        if line:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-    return int(status_line.split()[1]), headers
-
-
-def masked_frame(opcode, payload, fin=True, mask=True):
-    first = (0x80 if fin else 0) | opcode
-    key = os.urandom(4) if mask else b""
-    length = len(payload)
-    if length < 126:
-        header = struct.pack("!BB", first, (0x80 if mask else 0) | length)
-    elif length < 65536:
-        header = struct.pack("!BBH", first, (0x80 if mask else 0) | 126, length)
-    else:
-        header = struct.pack("!BBQ", first, (0x80 if mask else 0) | 127, length)
-    if mask:
-        payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    return header + key + payload
-
-
-async def read_frame(reader):
-    first, second = await asyncio.wait_for(reader.readexactly(2), TIMEOUT)
-    length = second & 0x7F
-    if length == 126:
-        (length,) = struct.unpack("!H", await reader.readexactly(2))
-    elif length == 127:
-        (length,) = struct.unpack("!Q", await reader.readexactly(8))
-    return first & 0x0F, await reader.readexactly(length)
-
-
-async def echo(client):
-    async for message in client:
-        if isinstance(message, bytes):
-            await client.send(message)
-        else:
-            await client.send_text(message)
-
-
 @pytest.fixture
 async def echo_server():
     async with websocket.serve(echo, "127.0.0.1", 0, ping_interval=None) as server:
@@ -316,51 +266,6 @@ async def test_server_answers_a_raw_close_and_closes_tcp(echo_server):
 
 
 # -- our client against a raw server -----------------------------------------
-
-
-class RawServer:
-    """A TCP server that reads one upgrade request and answers with ``respond(key)``."""
-
-    def __init__(self, respond):
-        self.respond = respond
-        self.requests = []
-
-    async def handle(self, reader, writer):
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
-            return
-        self.requests.append(head)
-        key = ""
-        for line in head.decode("latin-1").split("\r\n"):
-            name, _, value = line.partition(":")
-            if name.lower() == "sec-websocket-key":
-                key = value.strip()
-        response = self.respond(key)
-        if response is not None:
-            writer.write(response)
-        await reader.read()  # hold the connection until the client leaves
-        writer.close()
-
-    async def __aenter__(self):
-        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
-        self.url = "ws://127.0.0.1:%d/" % self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc_info):
-        self.server.close()
-
-
-def accept_response(key, *extra, accept=None):
-    lines = [
-        "HTTP/1.1 101 Switching Protocols",
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        "Sec-WebSocket-Accept: " + (accept or accept_value(key)),
-        *extra,
-    ]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
 async def expect_handshake_error(respond, **options):
