@@ -297,9 +297,13 @@ class FrameReader:
 
     def _parse_buffer(self, events: List[Event]) -> None:
         assert self._buffer is not None
-        self._start = self._parse(memoryview(self._buffer), self._start, self._end, events)
-        if self._start < self._end and not (self.failed or self.closed):
-            self._decode_text_prefix(events)
+        data = memoryview(self._buffer)
+        if self._text_done and self._end - self._start >= self._frame_size:
+            self._start = self._finish_text_frame(data, self._start, events)
+        if not (self.failed or self.closed):
+            self._start = self._parse(data, self._start, self._end, events)
+            if self._start < self._end and not (self.failed or self.closed):
+                self._decode_text_prefix(events)
         if self._start == self._end or self.failed or self.closed:
             self._release()
 
@@ -355,12 +359,6 @@ class FrameReader:
         irrelevant and the return value is meaningless."""
         masked_bit = self._masked_bit
         limit = self._max_message_size
-        if self._text_done:
-            if end - pos < self._frame_size:
-                return pos
-            pos = self._finish_text_frame(data, pos, events)
-            if self.failed:
-                return 0
         self._frame_size = 0
         while True:
             available = end - pos

@@ -114,6 +114,13 @@ cdef object _text(const unsigned char *src, Py_ssize_t size, const unsigned char
     return _decode_utf8(<const char *>PyUnicode_DATA(text), size)
 
 
+cdef inline void _key_at(const unsigned char *key, Py_ssize_t offset, unsigned char *rotated) noexcept:
+    """The 4-byte mask rotated to unmask a payload from ``offset`` on."""
+    cdef int i
+    for i in range(4):
+        rotated[i] = key[(offset + i) & 3]
+
+
 cdef inline uint64_t _read_u64(const unsigned char *p) noexcept:
     cdef uint64_t value = 0
     cdef int i
@@ -148,10 +155,17 @@ cdef class FrameReader:
         Py_ssize_t _capacity
         Py_ssize_t _start
         Py_ssize_t _end
-        # Total size of the incomplete frame at _start once its header is known.
+        # The incomplete frame at _start once its header is known: its total
+        # size (0 until then), header size and first header byte.
         uint64_t _frame_size
+        Py_ssize_t _frame_header_size
+        unsigned int _frame_first
+        # Payload bytes of that frame, if it carries text, already unmasked in
+        # place and validated, so that invalid UTF-8 fails before the frame ends.
+        Py_ssize_t _text_done
         # The fragmented message in progress: its opcode (0 when none), its
-        # unmasked bytes so far, and the UTF-8 state after them.
+        # unmasked bytes so far, and the UTF-8 state after them and after the
+        # validated part of an incomplete text frame (ACCEPT between messages).
         unsigned int _message_opcode
         unsigned char *_message
         Py_ssize_t _message_size
@@ -201,6 +215,9 @@ cdef class FrameReader:
                     self._reserve(max(tail, self._wanted_space()))
                     memcpy(self._buffer + self._end, <const char *>view.buf + consumed, tail)
                     self._end += tail
+                    self._check_text_prefix(events)
+                    if self.failed:
+                        self._release()
             else:
                 self._reserve(max(view.len, self._wanted_space()))
                 memcpy(self._buffer + self._end, view.buf, view.len)
@@ -236,7 +253,12 @@ cdef class FrameReader:
         return events
 
     cdef int _parse_buffer(self, list events) except -1:
-        self._start = self._parse(self._buffer, self._start, self._end, events)
+        if self._text_done and <uint64_t>(self._end - self._start) >= self._frame_size:
+            self._finish_text_frame(events)
+        if not (self.failed or self.closed):
+            self._start = self._parse(self._buffer, self._start, self._end, events)
+            if self._start < self._end and not (self.failed or self.closed):
+                self._check_text_prefix(events)
         if self._start == self._end or self.failed or self.closed:
             self._release()
         return 0
@@ -290,7 +312,7 @@ cdef class FrameReader:
     cdef void _release(self) noexcept:
         PyMem_Free(self._buffer)
         self._buffer = NULL
-        self._capacity = self._start = self._end = 0
+        self._capacity = self._start = self._end = self._text_done = 0
         self._frame_size = 0
 
     cdef void _drop_message(self) noexcept:
@@ -298,6 +320,7 @@ cdef class FrameReader:
         self._message = NULL
         self._message_opcode = 0
         self._message_size = self._message_capacity = 0
+        self._utf8_state = ANYNET_UTF8_ACCEPT
 
     cdef Py_ssize_t _fail(self, list events, int code, str reason) except -1:
         events.append(_ProtocolError(code, reason))
@@ -367,6 +390,8 @@ cdef class FrameReader:
             frame_size = header_size + length
             if <uint64_t>available < frame_size:
                 self._frame_size = frame_size
+                self._frame_header_size = header_size
+                self._frame_first = first
                 return pos
             size = <Py_ssize_t>length
             payload_start = pos + header_size
@@ -388,18 +413,81 @@ cdef class FrameReader:
                     events.append(message)
                 else:
                     events.append(_payload(data + payload_start, size, key))
-            elif not self._fragment(events, opcode, data + payload_start, size, key, fin):
+            elif not self._fragment(events, opcode, data + payload_start, size, key, fin, 0):
                 return 0
 
+    cdef int _check_text_prefix(self, list events) except -1:
+        """Unmask and validate, in place, the payload bytes that arrived since
+        the last call of the incomplete frame at ``_start``, if it carries
+        text: a text message fails on its first invalid byte, even in the
+        middle of a frame."""
+        cdef unsigned int opcode = self._frame_first & 0x0F
+        cdef unsigned char *payload
+        cdef unsigned char *chunk
+        cdef Py_ssize_t arrived, count
+        cdef unsigned char key[4]
+        if not self._frame_size or not (opcode == 0x1 or (opcode == 0x0 and self._message_opcode == 0x1)):
+            return 0
+        payload = self._buffer + self._start + self._frame_header_size
+        arrived = self._end - self._start - self._frame_header_size
+        if arrived <= self._text_done:
+            return 0
+        chunk = payload + self._text_done
+        count = arrived - self._text_done
+        if self._masked_bit:
+            _key_at(payload - 4, self._text_done, key)
+            if anynet_mask_ascii(chunk, chunk, count, key) and self._utf8_state == ANYNET_UTF8_ACCEPT:
+                # ASCII between complete code points: nothing to validate.
+                self._text_done = arrived
+                return 0
+        self._text_done = arrived
+        self._utf8_state = _validate(self._utf8_state, chunk, count)
+        if self._utf8_state == ANYNET_UTF8_REJECT:
+            self._fail(events, 1007, "invalid UTF-8 in a text message")
+        return 0
+
+    cdef int _finish_text_frame(self, list events) except -1:
+        """Complete the text frame at ``_start``, whose payload earlier calls
+        began to unmask and validate, and move ``_start`` past it."""
+        cdef unsigned char *payload = self._buffer + self._start + self._frame_header_size
+        cdef Py_ssize_t size = <Py_ssize_t>self._frame_size - self._frame_header_size
+        cdef Py_ssize_t done = self._text_done
+        cdef unsigned int opcode = self._frame_first & 0x0F, fin = self._frame_first & 0x80
+        cdef const unsigned char *key = payload - 4 if self._masked_bit else NULL
+        cdef unsigned char rest_key[4]
+        cdef object message
+        self._text_done = 0
+        self._start += <Py_ssize_t>self._frame_size
+        if not (fin and opcode == 0x1):
+            self._fragment(events, opcode, payload, size, key, fin, done)
+            return 0
+        # A whole message in one frame: decoding it validates the rest.
+        if key != NULL:
+            _key_at(key, done, rest_key)
+            anynet_mask(payload + done, payload + done, size - done, rest_key)
+        self._utf8_state = ANYNET_UTF8_ACCEPT
+        message = _decode_utf8(<const char *>payload, size)
+        if message is None:
+            self._fail(events, 1007, "invalid UTF-8 in a text message")
+        else:
+            events.append(message)
+        return 0
+
     cdef bint _fragment(self, list events, unsigned int opcode, const unsigned char *src,
-                        Py_ssize_t size, const unsigned char *key, unsigned int fin) except -1:
-        """Add one fragment of a fragmented message; False after a violation."""
+                        Py_ssize_t size, const unsigned char *key, unsigned int fin,
+                        Py_ssize_t done) except -1:
+        """Add one fragment of a fragmented message; False after a violation.
+
+        The first ``done`` bytes of ``src`` are already unmasked and, for
+        text, validated (see _check_text_prefix).
+        """
         cdef Py_ssize_t offset = self._message_size, capacity
         cdef unsigned char *larger
+        cdef unsigned char *out
+        cdef unsigned char rest_key[4]
         cdef object message
         if opcode:
             self._message_opcode = opcode
-            self._utf8_state = ANYNET_UTF8_ACCEPT
         if size:
             if offset + size > self._message_capacity:
                 capacity = max(offset + size, 2 * self._message_capacity)
@@ -408,15 +496,18 @@ cdef class FrameReader:
                     raise MemoryError()
                 self._message = larger
                 self._message_capacity = capacity
+            out = self._message + offset
             if key != NULL:
-                anynet_mask(src, self._message + offset, size, key)
+                memcpy(out, src, done)
+                _key_at(key, done, rest_key)
+                anynet_mask(src + done, out + done, size - done, rest_key)
             else:
-                memcpy(self._message + offset, src, size)
+                memcpy(out, src, size)
             self._message_size = offset + size
             if self._message_opcode == 0x1:
                 # Validating each fragment as it comes: a bad message fails on
                 # its first bad fragment, not when it ends.
-                self._utf8_state = anynet_utf8_validate(self._utf8_state, self._message + offset, size)
+                self._utf8_state = anynet_utf8_validate(self._utf8_state, out + done, size - done)
         if self._message_opcode == 0x1 and (
             self._utf8_state == ANYNET_UTF8_REJECT or (fin and self._utf8_state != ANYNET_UTF8_ACCEPT)
         ):

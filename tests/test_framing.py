@@ -281,6 +281,152 @@ def test_message_must_complete_its_last_code_point(framing):
     assert error_code(server_reader(framing).feed(stream)) == 1007
 
 
+# -- invalid UTF-8 inside a frame that arrives in pieces ----------------------------
+
+# Autobahn cases 6.4.3 and 6.4.4: one text frame whose payload arrives in three
+# pieces with pauses between them. The first piece is valid; the second makes
+# the payload invalid (a code point above U+10FFFF), and must fail at once,
+# without waiting for the third piece and the end of the frame.
+GREEK = "κόσμε".encode()
+SPLIT_TEXT_FRAMES = {
+    "6.4.3": (GREEK, b"\xf4\x90\x80\x80", b"edited"),
+    "6.4.4": (GREEK + b"\xf4", b"\x90", b"\x80\x80edited"),
+}
+# Where the payload of both stops being a prefix of valid UTF-8: at the 0x90.
+FIRST_INVALID_BYTE = len(GREEK) + 1
+
+
+def role_frame(is_client: bool, opcode: int, payload: bytes, **options) -> bytes:
+    """A frame as the peer of a reader with this role sends it."""
+    return build_frame(opcode, payload, mask=None if is_client else MASK, **options)
+
+
+def header_size(is_client: bool, payload: bytes) -> int:
+    return len(role_frame(is_client, 0x1, payload)) - len(payload)
+
+
+@pytest.mark.parametrize("case", SPLIT_TEXT_FRAMES)
+@pytest.mark.parametrize("is_client", [False, True])
+def test_invalid_utf8_fails_in_the_middle_of_a_frame(framing, case, is_client):
+    parts = SPLIT_TEXT_FRAMES[case]
+    frame = role_frame(is_client, 0x1, b"".join(parts))
+    first_end = header_size(is_client, frame) + len(parts[0])
+    reader = framing.FrameReader(is_client)
+    assert reader.feed(frame[:first_end]) == []
+    assert reader.feed(frame[first_end : first_end + len(parts[1])]) == [
+        ProtocolError(1007, "invalid UTF-8 in a text message")
+    ]
+    assert reader.failed
+    assert reader.buffer_size == 0
+    assert reader.feed(frame[first_end + len(parts[1]) :]) == []
+
+
+@pytest.mark.parametrize("is_client", [False, True])
+def test_invalid_utf8_fails_at_the_byte_that_breaks_it(framing, is_client):
+    payload = b"".join(SPLIT_TEXT_FRAMES["6.4.3"])
+    frame = role_frame(is_client, 0x1, payload)
+    breaking = header_size(is_client, payload) + FIRST_INVALID_BYTE
+    reader = framing.FrameReader(is_client)
+    for index in range(len(frame)):
+        events = reader.feed(frame[index : index + 1])
+        if index < breaking:
+            assert events == []
+        else:
+            assert error_code(events) == 1007
+            break
+
+
+@pytest.mark.parametrize("case", SPLIT_TEXT_FRAMES)
+@pytest.mark.parametrize("is_client", [False, True])
+def test_invalid_utf8_fails_fast_at_every_split(framing, case, is_client):
+    payload = b"".join(SPLIT_TEXT_FRAMES[case])
+    frame = role_frame(is_client, 0x1, payload)
+    breaking = header_size(is_client, payload) + FIRST_INVALID_BYTE
+    for split in range(len(frame) + 1):
+        reader = framing.FrameReader(is_client)
+        first = reader.feed(frame[:split])
+        if split > breaking:
+            assert error_code(first) == 1007
+        else:
+            assert first == []
+            assert error_code(reader.feed(frame[split:])) == 1007
+
+
+@pytest.mark.parametrize("chunk_size", [1, 5, 12])
+def test_invalid_utf8_fails_in_the_middle_of_a_frame_read_into_the_buffer(framing, chunk_size):
+    payload = b"".join(SPLIT_TEXT_FRAMES["6.4.4"])
+    frame = client_frame(0x1, payload)
+    breaking = header_size(False, payload) + FIRST_INVALID_BYTE
+    cut = (breaking // chunk_size + 1) * chunk_size
+    reader = server_reader(framing)
+    # Everything up to and including the chunk with the breaking byte.
+    assert error_code(feed_buffered(reader, frame[:cut], chunk_size)) == 1007
+    assert reader.buffer_size == 0
+
+
+@pytest.mark.parametrize("is_client", [False, True])
+def test_invalid_utf8_fails_in_the_middle_of_a_continuation_frame(framing, is_client):
+    reader = framing.FrameReader(is_client)
+    assert reader.feed(role_frame(is_client, 0x1, b"first, then ", fin=False)) == []
+    # The continuation starts with the second half of a code point.
+    assert reader.feed(role_frame(is_client, 0x0, b"\xc3", fin=False)) == []
+    payload = b"\xa9 and \xe2\x82\xac and \xed\xa0\x80 and more"
+    frame = role_frame(is_client, 0x0, payload)
+    # A surrogate: the byte after 0xED breaks it.
+    breaking = header_size(is_client, payload) + payload.index(b"\xed") + 1
+    assert reader.feed(frame[:breaking]) == []
+    assert error_code(reader.feed(frame[breaking : breaking + 1])) == 1007
+
+
+def test_a_truncated_surrogate_fails_in_the_middle_of_a_frame(framing):
+    frame = client_frame(0x1, b"ok \xed\xa0\x80")
+    assert error_code(server_reader(framing).feed(frame[:-1])) == 1007
+
+
+@pytest.mark.parametrize("is_client", [False, True])
+def test_valid_text_arriving_in_pieces_at_every_split(framing, is_client):
+    text = "ascii, then é, € and 𝄞, κόσμε"
+    frame = role_frame(is_client, 0x1, text.encode())
+    for split in range(len(frame) + 1):
+        reader = framing.FrameReader(is_client)
+        assert reader.feed(frame[:split]) + reader.feed(frame[split:]) == [text]
+        assert reader.buffer_size == 0
+
+
+@pytest.mark.parametrize("is_client", [False, True])
+def test_valid_fragmented_text_arriving_one_byte_at_a_time(framing, is_client):
+    text = "é€𝄞 and some ASCII " * 3
+    encoded = text.encode()
+    stream = (
+        role_frame(is_client, 0x1, encoded[:5], fin=False)
+        + role_frame(is_client, 0x9, b"ping")
+        + role_frame(is_client, 0x0, encoded[5:30], fin=False)
+        + role_frame(is_client, 0x0, encoded[30:])
+        + role_frame(is_client, 0x1, encoded)
+    )
+    assert feed_bytewise(framing.FrameReader(is_client), stream) == [Ping(b"ping"), text, text]
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 1000, 4096])
+def test_large_text_arriving_in_pieces(framing, chunk_size):
+    text = ("plain ASCII for a while, " * 200 + "then κόσμε and 𝄞, ") * 3
+    frame = client_frame(0x1, text.encode())
+    stream = frame + client_frame(0x1, b"next")
+    assert feed_buffered(server_reader(framing), stream, chunk_size) == [text, "next"]
+    reader = server_reader(framing)
+    events = []
+    for start in range(0, len(stream), chunk_size):
+        events += reader.feed(stream[start : start + chunk_size])
+    assert events == [text, "next"]
+
+
+def test_a_text_frame_completed_with_more_frames_behind_it(framing):
+    frame = client_frame(0x1, "€uro".encode())
+    reader = server_reader(framing)
+    assert reader.feed(frame[:8]) == []
+    assert reader.feed(frame[8:] + client_frame(0x9, b"p") + client_frame(0x2, b"b")) == ["€uro", Ping(b"p"), b"b"]
+
+
 def test_message_over_the_limit_is_refused_from_its_header(framing):
     reader = server_reader(framing, max_message_size=1000)
     frame = client_frame(0x2, bytes(1001))
