@@ -127,19 +127,21 @@ def build_request(
 
 
 class ResponseHead(NamedTuple):
-    """A server's response head, and the bytes that followed it."""
+    """A server's response head."""
 
     status: int
     headers: Dict[str, str]
-    leftover: bytes
 
 
 class ResponseHeadProtocol(asyncio.Protocol):
     """Writes the upgrade request, then reads the response head with httptools.
 
     ``head`` resolves to a ``ResponseHead`` or fails with ``HandshakeError``.
-    Once the head is complete, reading is paused so that every later byte
-    stays in the transport until the WebSocket protocol takes over.
+    Once the head is complete, reading is paused, and ``leftover`` keeps what
+    came after the head until the WebSocket protocol takes over: the bytes of
+    the read that completed the head, and any that a transport still delivers
+    after pausing (the TLS transport of Python before 3.11 hands over the
+    rest of what it has already decrypted).
     """
 
     def __init__(self, request: bytes) -> None:
@@ -149,6 +151,7 @@ class ResponseHeadProtocol(asyncio.Protocol):
         self._headers: Dict[str, str] = {}
         self._headers_complete = False
         self._received = 0
+        self.leftover = bytearray()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not derive from asyncio.Transport.
@@ -158,6 +161,7 @@ class ResponseHeadProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         parser = self._parser
         if parser is None or self.head.done():
+            self.leftover += data
             return
         self._received += len(data)
         try:
@@ -201,7 +205,8 @@ class ResponseHeadProtocol(asyncio.Protocol):
         self._transport.pause_reading()
         assert self._parser is not None
         status = self._parser.get_status_code()
-        self.head.set_result(ResponseHead(status, self._headers, leftover))
+        self.leftover += leftover
+        self.head.set_result(ResponseHead(status, self._headers))
         # Some loops (uvloop) keep the first protocol referenced for the life
         # of the connection: keep what it holds on to small.
         self._parser = None

@@ -202,7 +202,7 @@ async def _open_connection(
     request = build_request(target, key, offer, extra_headers)
     ssl_context = context.get(server=False) if context is not None and target.secure else None
 
-    async def handshake() -> Tuple[asyncio.Transport, bytes, Optional[str]]:
+    async def handshake() -> Tuple[asyncio.Transport, ResponseHeadProtocol, Optional[str]]:
         transport, protocol = await loop.create_connection(
             lambda: ResponseHeadProtocol(request),
             target.host,
@@ -216,10 +216,10 @@ async def _open_connection(
         except BaseException:
             transport.abort()
             raise
-        return transport, head.leftover, subprotocol
+        return transport, protocol, subprotocol
 
     try:
-        transport, leftover, subprotocol = await asyncio.wait_for(handshake(), timeout)
+        transport, head_protocol, subprotocol = await asyncio.wait_for(handshake(), timeout)
     except asyncio.TimeoutError:
         raise WSTimeoutError(
             f"the opening handshake with {target.host_header} took more than {timeout:g} s"
@@ -230,8 +230,8 @@ async def _open_connection(
     client.connection_made(transport)
     # Resume first: the early data may fill the queue and pause reading again.
     transport.resume_reading()
-    if leftover:
-        client._receive_early_data(leftover)
+    if head_protocol.leftover:
+        client._receive_early_data(bytes(head_protocol.leftover))
     return client
 
 

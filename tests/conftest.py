@@ -5,6 +5,7 @@ import importlib
 import os
 
 import pytest
+import pytest_asyncio.plugin
 from hypothesis import settings
 
 # Property tests: a quick run by default, thousands of examples where CI sets
@@ -32,12 +33,26 @@ def framing(request):
     return importlib.import_module(_BACKEND_MODULES[request.param])
 
 
-def pytest_asyncio_loop_factories(config, item):
-    """Every async test runs on the standard event loop and on uvloop."""
-    factories = {"asyncio": asyncio.new_event_loop}
+LOOP_FACTORIES = {"asyncio": asyncio.new_event_loop}
+if uvloop is not None:
+    LOOP_FACTORIES["uvloop"] = uvloop.new_event_loop
+
+# Every async test runs on the standard event loop and on uvloop. pytest-asyncio
+# 1.5 takes the loops from a hook; the releases before it (the last ones for
+# Python 3.9) from a parametrised event-loop-policy fixture.
+if hasattr(getattr(pytest_asyncio.plugin, "PytestAsyncioSpecs", None), "pytest_asyncio_loop_factories"):
+
+    def pytest_asyncio_loop_factories(config, item):
+        return LOOP_FACTORIES
+
+else:
+    _LOOP_POLICIES = {"asyncio": asyncio.DefaultEventLoopPolicy}
     if uvloop is not None:
-        factories["uvloop"] = uvloop.new_event_loop
-    return factories
+        _LOOP_POLICIES["uvloop"] = uvloop.EventLoopPolicy
+
+    @pytest.fixture(scope="session", params=list(_LOOP_POLICIES))
+    def event_loop_policy(request):
+        return _LOOP_POLICIES[request.param]()
 
 
 def pytest_report_header(config):
