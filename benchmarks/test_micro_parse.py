@@ -1,5 +1,6 @@
-"""Parsing client (masked) frames on the server side, beside aiohttp's compiled
-reader, websockets' frame parser and a plain copy of the same bytes."""
+"""Parsing frames, beside aiohttp's compiled reader, websockets' frame parser
+and a plain copy of the same bytes: client (masked) frames on the server side,
+and one large server (unmasked) frame on the client side."""
 
 import asyncio
 import os
@@ -22,36 +23,44 @@ IMPLEMENTATIONS = [
 ]
 
 
+# Each stream returns (bytes, number of frames, masked).
+
+
 def small_binary_frames():
     writer = _speedups.FrameWriter(is_client=True)
-    return b"".join(writer.encode(0x2, os.urandom(32)) for _ in range(1000)), 1000
+    return b"".join(writer.encode(0x2, os.urandom(32)) for _ in range(1000)), 1000, True
 
 
 def small_text_frames():
     writer = _speedups.FrameWriter(is_client=True)
-    return b"".join(writer.encode(0x1, f"message number {i:05}, hello!") for i in range(1000)), 1000
+    return b"".join(writer.encode(0x1, f"message number {i:05}, hello!") for i in range(1000)), 1000, True
 
 
 def one_large_frame():
-    return _speedups.FrameWriter(is_client=True).encode(0x2, os.urandom(1 << 20)), 1
+    return _speedups.FrameWriter(is_client=True).encode(0x2, os.urandom(1 << 20)), 1, True
+
+
+def one_large_server_frame():
+    return _speedups.FrameWriter(is_client=False).encode(0x2, os.urandom(1 << 20)), 1, False
 
 
 STREAMS = {
     "1000 small binary frames": small_binary_frames,
     "1000 small text frames": small_text_frames,
     "one 1 MiB frame": one_large_frame,
+    "one 1 MiB frame, unmasked": one_large_server_frame,
 }
 
 
-def anynet_feed(module, stream):
-    reader = module.FrameReader(is_client=False, max_message_size=1 << 20)
+def anynet_feed(module, stream, masked):
+    reader = module.FrameReader(is_client=not masked, max_message_size=1 << 20)
     return lambda: reader.feed(stream)
 
 
-def anynet_buffered(stream):
+def anynet_buffered(stream, masked):
     # As an asyncio.BufferedProtocol sees it: the loop reads into our buffer
     # (here: a copy, standing in for recv_into), then we parse in place.
-    reader = _speedups.FrameReader(is_client=False, max_message_size=1 << 20)
+    reader = _speedups.FrameReader(is_client=not masked, max_message_size=1 << 20)
     source = memoryview(stream)
 
     def run():
@@ -83,13 +92,13 @@ def aiohttp_reader(stream):
     return run
 
 
-def websockets_parser(stream, count):
+def websockets_parser(stream, count, masked):
     def run():
         reader = StreamReader()
         reader.feed_data(stream)
         frames = []
         for _ in range(count):
-            parser = Frame.parse(reader.read_exact, mask=True, max_size=2 << 20)
+            parser = Frame.parse(reader.read_exact, mask=masked, max_size=2 << 20)
             try:
                 while True:
                     next(parser)
@@ -100,17 +109,17 @@ def websockets_parser(stream, count):
     return run
 
 
-def parse_with(implementation, stream, count):
+def parse_with(implementation, stream, count, masked):
     if implementation == "anynet compiled feed":
-        return anynet_feed(_speedups, stream)
+        return anynet_feed(_speedups, stream, masked)
     if implementation == "anynet compiled buffered":
-        return anynet_buffered(stream)
+        return anynet_buffered(stream, masked)
     if implementation == "anynet python feed":
-        return anynet_feed(_framing, stream)
+        return anynet_feed(_framing, stream, masked)
     if implementation == "aiohttp":
         return aiohttp_reader(stream)
     if implementation == "websockets":
-        return websockets_parser(stream, count)
+        return websockets_parser(stream, count, masked)
     buffer = bytearray(stream)
     return lambda: bytes(buffer)
 
@@ -119,7 +128,7 @@ def parse_with(implementation, stream, count):
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 def test_parse(benchmark, stream_name, implementation):
     benchmark.group = f"parse {stream_name}"
-    stream, count = STREAMS[stream_name]()
-    result = benchmark(parse_with(implementation, stream, count))
+    stream, count, masked = STREAMS[stream_name]()
+    result = benchmark(parse_with(implementation, stream, count, masked))
     if implementation != "copy":
         assert len(result) == count

@@ -635,10 +635,11 @@ def test_buffer_grows_to_fit_a_large_frame_and_is_released(framing):
     buffer = reader.get_buffer(-1)
     buffer[:100] = frame[:100]
     assert reader.buffer_updated(100) == []
-    # The rest of the frame fits in the next read, in one buffer.
+    # The rest of the frame fits in the next read, and the reader holds room
+    # for the frame (or just its payload), no more.
     buffer = reader.get_buffer(-1)
     assert len(buffer) >= len(frame) - 100
-    assert reader.buffer_size >= len(frame)
+    assert len(payload) <= reader.buffer_size <= len(frame)
     buffer[: len(frame) - 100] = frame[100:]
     assert reader.buffer_updated(len(frame) - 100) == [payload]
     assert reader.buffer_size == 0
@@ -666,6 +667,40 @@ def test_a_huge_frame_grows_the_buffer_with_its_bytes(framing):
     frame = framing.FrameWriter(is_client=True).encode(0x2, payload)
     events = feed_buffered(reader, frame, 1 << 20)
     assert events == [payload]
+    assert reader.buffer_size == 0
+
+
+@pytest.mark.parametrize("chunk_size", [1001, 4093, 65537, 100003])
+@pytest.mark.parametrize("is_client", [False, True])
+def test_large_binary_frame_arriving_in_pieces(framing, chunk_size, is_client):
+    # Large enough that the compiled reader reads its payload in place; odd
+    # chunk sizes start each piece at another phase of the mask.
+    payload = os.urandom(300000)
+    stream = role_frame(is_client, 0x2, payload) + role_frame(is_client, 0x2, b"next")
+    reader = framing.FrameReader(is_client)
+    assert feed_buffered(reader, stream, chunk_size) == [payload, b"next"]
+    assert reader.buffer_size == 0
+    reader = framing.FrameReader(is_client)
+    events = []
+    for start in range(0, len(stream), chunk_size):
+        events += reader.feed(stream[start : start + chunk_size])
+    assert events == [payload, b"next"]
+    assert reader.buffer_size == 0
+
+
+@pytest.mark.parametrize("is_client", [False, True])
+def test_a_large_frame_is_read_into_no_more_than_its_size(framing, is_client):
+    payload = os.urandom(300000)
+    frame = role_frame(is_client, 0x2, payload)
+    reader = framing.FrameReader(is_client)
+    assert reader.feed(frame[:1000]) == []
+    assert reader.buffer_size <= len(frame)
+    buffer = reader.get_buffer(-1)
+    assert len(frame) - 1000 <= len(buffer) <= len(frame)
+    with pytest.raises(ValueError):
+        reader.buffer_updated(len(buffer) + 1)
+    buffer[: len(frame) - 1000] = frame[1000:]
+    assert reader.buffer_updated(len(frame) - 1000) == [payload]
     assert reader.buffer_size == 0
 
 

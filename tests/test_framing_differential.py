@@ -30,8 +30,9 @@ INVALID_CLOSE_CODES = [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535]
 # Bytes that break UTF-8 in different ways: stray continuation, overlong,
 # surrogate, above U+10FFFF, invalid lead, truncated sequences.
 UTF8_BREAKERS = [b"\x80", b"\xc0\xaf", b"\xed\xa0\x80", b"\xed\xbf", b"\xf4\x90\x80\x80", b"\xff", b"\xe2\x82", b"\xf0\x9f"]
-# Lengths around the 7-bit, 16-bit and 64-bit encodings.
-LONG_LENGTHS = [125, 126, 127, 65535, 65536, 70000]
+# Lengths around the 7-bit, 16-bit and 64-bit encodings, and one large enough
+# for the compiled reader to read it in place when it arrives in pieces.
+LONG_LENGTHS = [125, 126, 127, 65535, 65536, 70000, 200000]
 MAX_MESSAGE_SIZES = [None, 1 << 20, 1000, 60, 1]
 
 
