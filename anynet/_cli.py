@@ -21,16 +21,21 @@ from anynet._backend import BACKEND
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = _parser().parse_args(argv)
-    if getattr(args, "uvloop", False):
-        import uvloop
-
-        uvloop.install()
+    parser = _parser()
+    args = parser.parse_args(argv)
     command: Callable[[argparse.Namespace], Coroutine[Any, Any, int]] = args.command
     try:
+        if args.uvloop:
+            import uvloop
+
+            return uvloop.run(command(args))
         return asyncio.run(command(args))
     except KeyboardInterrupt:
         return 130
+    except (websocket.WSError, OSError, ValueError, TypeError) as error:
+        # A refused connection, a bad URL or limit: one line, not a traceback.
+        print(f"{parser.prog}: {args.command_name}: {error}", file=sys.stderr)
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,9 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"anynet {__version__} ({BACKEND} framing)")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    loop_choice = argparse.ArgumentParser(add_help=False)
+    loop_choice.add_argument("--uvloop", action="store_true", help="run on uvloop instead of the standard event loop")
 
-    serve = commands.add_parser("serve", help="run an echo server until interrupted")
-    serve.set_defaults(command=_serve)
+    serve = commands.add_parser("serve", parents=[loop_choice], help="run an echo server until interrupted")
+    serve.set_defaults(command=_serve, command_name="serve")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8765, help="port to listen on, 0 for any (default 8765)")
     serve.add_argument("--path", default="/", help="path of the WebSocket endpoint (default /)")
@@ -50,21 +57,24 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--key", help="PEM private key of --certificate")
     _add_limit_flags(serve)
 
-    connect = commands.add_parser("connect", help="send typed lines as text messages, print what arrives")
-    connect.set_defaults(command=_connect)
+    connect = commands.add_parser(
+        "connect", parents=[loop_choice], help="send typed lines as text messages, print what arrives"
+    )
+    connect.set_defaults(command=_connect, command_name="connect")
     connect.add_argument("url", help="for example ws://127.0.0.1:8765/")
     connect.add_argument("--ca", help="PEM certificate of the authority to trust for wss://")
     connect.add_argument("--insecure", action="store_true", help="do not verify the server's certificate")
     connect.add_argument("--protocol", action="append", dest="protocols", help="offer this subprotocol (repeatable)")
     _add_limit_flags(connect)
 
-    bench = commands.add_parser("bench", help="echo messages through a loopback server and report the speed")
-    bench.set_defaults(command=_bench)
+    bench = commands.add_parser(
+        "bench", parents=[loop_choice], help="echo messages through a loopback server and report the speed"
+    )
+    bench.set_defaults(command=_bench, command_name="bench")
     bench.add_argument("--clients", type=_positive, default=10, help="concurrent connections (default 10)")
     bench.add_argument("--messages", type=_positive, default=2000, help="messages per client (default 2000)")
     bench.add_argument("--size", type=_positive, default=64, help="bytes per message, at least 8 (default 64)")
     bench.add_argument("--in-flight", type=_positive, default=8, help="messages in flight per client (default 8)")
-    bench.add_argument("--uvloop", action="store_true", help="run on uvloop instead of the standard event loop")
     return parser
 
 
@@ -139,6 +149,8 @@ async def _connect(args: argparse.Namespace) -> int:
                     print(message, flush=True)
                 else:
                     print(f"<{len(message)} bytes: {message[:32].hex()}{'...' if len(message) > 32 else ''}>", flush=True)
+        except websocket.ConnectionClosedError:
+            pass  # reported below with its code, like a normal close
         finally:
             typing.cancel()
     print(f"connection closed: {client.close_code} {client.close_reason}".rstrip(), file=sys.stderr, flush=True)

@@ -108,6 +108,8 @@ async def test_connect_prints_replies_in_order():
         (["bench", "--size", "4"], "at least 8 bytes"),
         (["bench", "--clients", "0"], "must be a positive number"),
         (["serve", "--certificate", "cert.pem"], "--certificate and --key go together"),
+        (["serve", "--max-queue", "0"], "max_queue"),
+        (["connect", "ftp://127.0.0.1/"], "scheme"),
     ],
 )
 async def test_bad_arguments_are_refused_with_a_message(args, complaint):
@@ -115,3 +117,28 @@ async def test_bad_arguments_are_refused_with_a_message(args, complaint):
     code, _, err = await finish(process)
     assert code != 0
     assert complaint in err
+    assert "Traceback" not in err
+
+
+async def test_connect_reports_a_refused_connection_in_one_line():
+    listener = await asyncio.start_server(lambda reader, writer: writer.close(), "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    listener.close()
+    await listener.wait_closed()  # the port is now closed: connecting is refused
+    code, _, err = await finish(await start_cli("connect", f"ws://127.0.0.1:{port}/"))
+    assert code == 1
+    assert err.startswith("python -m anynet.websocket: connect: ")
+    assert "Traceback" not in err
+
+
+async def test_connect_reports_an_abnormal_close_with_its_code():
+    async def refuse_big_messages(client):
+        await client.recv_text()
+
+    async with websocket.serve(refuse_big_messages, "127.0.0.1", 0, max_message_size=10) as server:
+        port = server.local_address()[1]
+        process = await start_cli("connect", f"ws://127.0.0.1:{port}/")
+        code, _, err = await finish(process, b"a message longer than ten bytes\n")
+    assert code == 0, err
+    assert "connection closed: 1009" in err
+    assert "Traceback" not in err
