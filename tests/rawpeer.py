@@ -13,8 +13,8 @@ import os
 import struct
 
 from anynet._ws_handshake import accept_value
+from support import TIMEOUT
 
-TIMEOUT = 10
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
@@ -73,12 +73,14 @@ async def read_frame(reader):
     return first & 0x0F, payload
 
 
-async def echo(client):
-    async for message in client:
-        if isinstance(message, bytes):
-            await client.send(message)
-        else:
-            await client.send_text(message)
+async def raw_upgrade(server):
+    """Open a raw connection to an anynet server and complete the handshake."""
+    reader, writer = await asyncio.open_connection(*server.local_address())
+    request, _ = upgrade_request()
+    writer.write(request)
+    status, _ = await read_head(reader)
+    assert status == 101
+    return reader, writer
 
 
 class RawServer:

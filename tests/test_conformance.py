@@ -14,7 +14,8 @@ import pytest
 
 from anynet import websocket
 from anynet._ws_handshake import accept_value
-from rawpeer import TIMEOUT, echo, masked_frame, read_frame, read_head, upgrade_request
+from rawpeer import masked_frame, raw_upgrade, read_frame
+from support import TIMEOUT, echo
 
 OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING = 0x0, 0x1, 0x2, 0x8, 0x9
 
@@ -61,11 +62,8 @@ async def echo_server():
 
 @pytest.mark.parametrize("case, frames, echoes", VIOLATIONS_AFTER_VALID_MESSAGES, ids=CASE_IDS)
 async def test_server_echoes_what_came_before_a_violation_then_closes_1002(echo_server, case, frames, echoes):
-    reader, writer = await asyncio.open_connection(*echo_server.local_address())
+    reader, writer = await raw_upgrade(echo_server)
     try:
-        request, _ = upgrade_request()
-        writer.write(request)
-        assert (await read_head(reader))[0] == 101
         writer.write(b"".join(masked_frame(op, data, fin, rsv=rsv) for op, data, fin, rsv in frames))
         for expected in echoes:
             assert await read_frame(reader) == expected
@@ -114,11 +112,8 @@ async def test_violation_is_reported_even_when_the_handler_stops_reading():
         await stalled.wait()  # never reads again
 
     async with websocket.serve(reads_once, "127.0.0.1", 0, ping_interval=None, disconnect_timeout=0.2) as server:
-        reader, writer = await asyncio.open_connection(*server.local_address())
+        reader, writer = await raw_upgrade(server)
         try:
-            request, _ = upgrade_request()
-            writer.write(request)
-            assert (await read_head(reader))[0] == 101
             writer.write(masked_frame(OP_BINARY, b"read") + masked_frame(OP_BINARY, b"unread") + masked_frame(0x3, b""))
             opcode, payload = await read_frame(reader)
             assert opcode == OP_CLOSE and close_code(payload) == 1002

@@ -32,8 +32,8 @@ from anynet.tls import (
     peer_certificate,
 )
 from anynet.tls import _load_identity
+from support import TIMEOUT
 
-TIMEOUT = 10
 GREETING = b"hello over TLS"
 
 

@@ -10,21 +10,7 @@ import ssl
 import pytest
 
 from anynet import http, websocket
-
-TIMEOUT = 10
-
-
-def url_of(server, path="/"):
-    host, port = server.local_address()
-    return f"ws://{host}:{port}{path}"
-
-
-async def echo(client):
-    async for message in client:
-        if isinstance(message, bytes):
-            await client.send(message)
-        else:
-            await client.send_text(message)
+from support import TIMEOUT, echo, url_of
 
 
 def serve(handler, **options):

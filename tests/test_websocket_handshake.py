@@ -14,15 +14,14 @@ from anynet._url import parse_url
 from anynet._ws_handshake import accept_value, check_request, is_valid_key
 from rawpeer import (
     GUID,
-    TIMEOUT,
     RawServer,
     accept_response,
-    echo,
     masked_frame,
     read_frame,
     read_head,
     upgrade_request,
 )
+from support import TIMEOUT, echo
 
 
 # -- URL rules ---------------------------------------------------------------

@@ -13,17 +13,9 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.server import serve as ws_serve
 
 from anynet import websocket
+from support import TIMEOUT, echo
 
-TIMEOUT = 10
 MESSAGES = [b"", b"binary", "", "text \u00e9\u20ac\U0001f600", bytes(range(256)) * 4096, "t" * (1 << 20)]
-
-
-async def echo(client):
-    async for message in client:
-        if isinstance(message, bytes):
-            await client.send(message)
-        else:
-            await client.send_text(message)
 
 
 @contextlib.asynccontextmanager

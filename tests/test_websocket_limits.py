@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import struct
 
 import pytest
 
 from anynet import websocket
+from rawpeer import masked_frame, raw_upgrade, read_frame
+from support import TIMEOUT, url_of
 
-TIMEOUT = 10
 CHUNK = b"c" * 16 * 1024
-
-
-def url_of(server):
-    host, port = server.local_address()
-    return f"ws://{host}:{port}/"
 
 
 async def send_until_blocked(client, message, limit=100_000):
@@ -170,40 +165,6 @@ async def test_keepalive_keeps_a_paused_connection_whose_pong_is_unread():
 # -- raw peers -----------------------------------------------------------------
 
 
-async def raw_upgrade(server):
-    reader, writer = await asyncio.open_connection(*server.local_address())
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write(
-        (
-            "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
-    assert head.startswith(b"HTTP/1.1 101")
-    return reader, writer
-
-
-async def read_frame(reader):
-    first, second = await asyncio.wait_for(reader.readexactly(2), TIMEOUT)
-    length = second & 0x7F
-    if length == 126:
-        (length,) = struct.unpack("!H", await reader.readexactly(2))
-    elif length == 127:
-        (length,) = struct.unpack("!Q", await reader.readexactly(8))
-    if not second & 0x80:
-        return first & 0x0F, await reader.readexactly(length)
-    key = await reader.readexactly(4)
-    payload = await reader.readexactly(length)
-    return first & 0x0F, bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-
-
-def client_frame(first_byte, payload):
-    key = os.urandom(4)
-    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    return bytes([first_byte, 0x80 | len(payload)]) + key + masked
-
-
 async def test_keepalive_closes_a_silent_client_with_1011():
     closed = asyncio.get_running_loop().create_future()
 
@@ -278,11 +239,11 @@ async def test_keepalive_spares_a_peer_that_answers():
 @pytest.mark.parametrize(
     "frame, code",
     [
-        (client_frame(0x81, b"\xff\xfe"), 1007),  # text that is not UTF-8
-        (client_frame(0xC2, b"rsv1"), 1002),  # RSV1 without an extension
-        (client_frame(0x83, b""), 1002),  # reserved opcode
-        (client_frame(0x80, b"stray continuation"), 1002),
-        (client_frame(0x09, b"fragmented ping"), 1002),
+        (masked_frame(0x1, b"\xff\xfe"), 1007),  # text that is not UTF-8
+        (masked_frame(0x2, b"rsv1", rsv=4), 1002),  # RSV1 without an extension
+        (masked_frame(0x3, b""), 1002),  # reserved opcode
+        (masked_frame(0x0, b"stray continuation"), 1002),
+        (masked_frame(0x9, b"fragmented ping", fin=False), 1002),
     ],
 )
 async def test_protocol_violations_close_with_the_rfc_code(frame, code):
@@ -341,7 +302,7 @@ async def test_masked_frame_from_a_server_fails_the_client_with_1002():
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                 f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept_value(key)}\r\n\r\n"
             ).encode()
-            + client_frame(0x82, b"masked by a server")
+            + masked_frame(0x2, b"masked by a server")
         )
         close_frame.set_result(await read_frame(reader))
         writer.close()  # the server closes TCP, as the client waits for

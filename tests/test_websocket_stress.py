@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from anynet import websocket
+from support import echo
 
 CLIENTS = 1000
 MESSAGES_PER_CLIENT = 100
@@ -23,14 +24,6 @@ def raise_open_file_limit(needed):
     if soft != resource.RLIM_INFINITY and soft < needed:
         target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-
-
-async def echo(client):
-    async for message in client:
-        if isinstance(message, bytes):
-            await client.send(message)
-        else:
-            await client.send_text(message)
 
 
 def message_for(client_number, sequence):

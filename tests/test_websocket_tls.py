@@ -10,16 +10,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.server import serve as ws_serve
 
 from anynet import websocket
-
-TIMEOUT = 10
-
-
-async def echo(client):
-    async for message in client:
-        if isinstance(message, bytes):
-            await client.send(message)
-        else:
-            await client.send_text(message)
+from support import TIMEOUT, echo
 
 
 def tls_server(pki, handler=echo, require_client_certificate=False):
