@@ -127,6 +127,7 @@ class WebSocketClient(asyncio.BufferedProtocol):
         "_pending_size",
         "_write_limit",
         "_writing_paused",
+        "_joins_writelines",
         "_drainers",
         "_pings",
         "_keepalive_payload",
@@ -175,6 +176,7 @@ class WebSocketClient(asyncio.BufferedProtocol):
         self._pending_size = 0
         self._write_limit = options.write_limit
         self._writing_paused = False
+        self._joins_writelines = False
         self._drainers: List[asyncio.Future[None]] = []
 
         self._pings: Dict[bytes, Tuple[float, Optional[asyncio.Future[float]]]] = {}
@@ -368,6 +370,9 @@ class WebSocketClient(asyncio.BufferedProtocol):
             # Small messages must leave at once, not wait for Nagle's algorithm.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         transport.set_write_buffer_limits(high=self._write_limit)
+        # The base class's writelines (asyncio's socket transport before
+        # Python 3.12) joins its arguments into one bytes object.
+        self._joins_writelines = type(transport).writelines is asyncio.WriteTransport.writelines
         if self._options.ping_interval is not None:
             self._keepalive_timer = self._loop.call_later(
                 self._options.ping_interval, self._send_keepalive_ping
@@ -538,11 +543,20 @@ class WebSocketClient(asyncio.BufferedProtocol):
                 self._flush()
 
     def _write_uncopied(self, header: bytes, payload: bytes) -> None:
-        # One call for both, so that the header does not leave as a packet
-        # of its own; what is pending was sent before and goes first.
+        # What is pending was sent before and goes first.
         self._flush()
-        assert self._transport is not None
-        self._transport.writelines((header, payload))
+        transport = self._transport
+        assert transport is not None
+        if self._joins_writelines:
+            # Joining would copy the payload into a fresh buffer the size of
+            # the message, page faults and all, only to send it at once: a
+            # separate packet for the header costs far less.
+            transport.write(header)
+            transport.write(memoryview(payload))
+        else:
+            # One call for both, so that the header does not leave as a
+            # packet of its own.
+            transport.writelines((header, payload))
 
     def _flush(self) -> None:
         pending = self._pending
