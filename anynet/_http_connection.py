@@ -8,7 +8,6 @@ connection costs a protocol object and a timer, not a task.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import socket
 import time
@@ -200,6 +199,45 @@ def _host_port(address: Any) -> tuple[str, int]:
 class HTTPServerProtocol(asyncio.Protocol):
     """Parses requests, runs the handler for each in order, writes responses."""
 
+    # An upgraded connection keeps this object for its whole life (its task
+    # runs the upgrade function, and uvloop's transport keeps its first
+    # protocol): slots, and switch_protocol releasing the parser, keep that small.
+    __slots__ = (
+        "transport",
+        "_handler",
+        "_limits",
+        "_server",
+        "_loop",
+        "_parser",
+        "_client",
+        "_in_message",
+        "_in_head",
+        "_url_parts",
+        "_url_length",
+        "_headers",
+        "_header_count",
+        "_head_size",
+        "_head_unaccounted",
+        "_head_progressed",
+        "_body_parts",
+        "_body_size",
+        "_queue",
+        "_task",
+        "_request_timer",
+        "_idle_timer",
+        "_reading_paused",
+        "_writing_paused",
+        "_drain_waiter",
+        "_rejected",
+        "_upgrade_pending",
+        "_closing",
+        "_eof",
+        "_leftover",
+        "_upgrading",
+        "_switched",
+        "_lost",
+    )
+
     transport: asyncio.Transport  # set by connection_made
 
     def __init__(self, handler: Handler, limits: ServerLimits, server: ServerState) -> None:
@@ -207,7 +245,7 @@ class HTTPServerProtocol(asyncio.Protocol):
         self._limits = limits
         self._server = server
         self._loop = asyncio.get_running_loop()
-        self._parser = httptools.HttpRequestParser(self)
+        self._parser: Optional[httptools.HttpRequestParser] = httptools.HttpRequestParser(self)
         self._client = HTTPConnection(self)
 
         # The request being parsed.
@@ -225,8 +263,9 @@ class HTTPServerProtocol(asyncio.Protocol):
 
         # Complete requests waiting for the task, or an error response that
         # ends the connection: (request, keep_alive, wants_upgrade) | response.
-        self._queue: collections.deque[Union[tuple[HTTPRequest, bool, bool], HTTPResponse]]
-        self._queue = collections.deque()
+        # A list: it holds at most max_pipelined entries, and an empty deque
+        # would cost ten times the memory of an empty list.
+        self._queue: list[Union[tuple[HTTPRequest, bool, bool], HTTPResponse]] = []
         self._task: Optional[asyncio.Task[None]] = None
 
         # Bounds the head, then the body, of the request being received.
@@ -273,6 +312,9 @@ class HTTPServerProtocol(asyncio.Protocol):
             # Bytes after an upgrade request belong to the upgraded protocol.
             self._leftover += data
             return
+        # The parser is released only once the connection is handed over,
+        # and from the upgrade request on, nothing reaches it.
+        assert self._parser is not None
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -363,7 +405,9 @@ class HTTPServerProtocol(asyncio.Protocol):
         self._in_head = False
         self._cancel_request_timer()  # the body, if any, gets its own
         headers = self._headers
-        if self._parser.get_http_version() == "1.1" and "host" not in headers:
+        assert self._parser is not None  # see data_received
+        http_11 = self._parser.get_http_version() == "1.1"
+        if http_11 and "host" not in headers:
             raise _RejectRequest(400)  # RFC 9112 section 3.2
         # llhttp has already refused a malformed or repeated Content-Length.
         length = headers.get("content-length")
@@ -372,7 +416,7 @@ class HTTPServerProtocol(asyncio.Protocol):
         if (
             headers.get("expect", "").lower() == "100-continue"
             and self._task is None
-            and self._parser.get_http_version() == "1.1"
+            and http_11
         ):
             # The client waits for this before sending the body; with a request
             # still unanswered it would overtake that response, so then the
@@ -389,6 +433,7 @@ class HTTPServerProtocol(asyncio.Protocol):
         self._in_message = False
         self._cancel_request_timer()
         parser = self._parser
+        assert parser is not None  # see data_received
         try:
             url = httptools.parse_url(b"".join(self._url_parts))
         except httptools.HttpParserInvalidURLError:
@@ -517,7 +562,7 @@ class HTTPServerProtocol(asyncio.Protocol):
     async def _answer_requests(self) -> None:
         try:
             while self._queue and not self._lost:
-                entry = self._queue.popleft()
+                entry = self._queue.pop(0)
                 if isinstance(entry, HTTPResponse):
                     self._write(entry, "close", head_only=False)
                     self._close(linger=True)
@@ -530,7 +575,11 @@ class HTTPServerProtocol(asyncio.Protocol):
                 if response.upgrade is not None:
                     if wants_upgrade:
                         if self._write(response, None, head_only=False):
-                            await self._run_upgrade(response.upgrade)
+                            upgrade = response.upgrade
+                            # The upgraded connection may live for hours in
+                            # this frame: it need not keep the response.
+                            del entry, response
+                            await self._run_upgrade(upgrade)
                         else:
                             self._close(linger=True)
                         return
@@ -665,6 +714,9 @@ class HTTPServerProtocol(asyncio.Protocol):
         if self._writing_paused:
             # The transport reports crossing its high-water mark only once.
             protocol.pause_writing()
+        # The HTTP side is done for good; this object lives on with the
+        # connection (see __slots__), its parser need not.
+        self._parser = None
         leftover, self._leftover = self._leftover, b""
         if leftover:
             _deliver(protocol, transport, leftover)

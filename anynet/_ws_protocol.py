@@ -165,7 +165,8 @@ class WebSocketClient(asyncio.BufferedProtocol):
         self._transport_lost = False
         self._connection_closed: asyncio.Future[None] = self._loop.create_future()
 
-        self._messages: Deque[Message] = deque()
+        # Created with the first message: an idle connection has none.
+        self._messages: Optional[Deque[Message]] = None
         self._receivers: List[asyncio.Future[None]] = []
         max_queue = options.max_queue
         self._pause_level = sys.maxsize if max_queue is None else max_queue
@@ -221,7 +222,12 @@ class WebSocketClient(asyncio.BufferedProtocol):
             if self._reading_paused:
                 self._resume_reading_if_drained()
             return message  # type: ignore[return-value]  # the class check narrows it
-        return cast(bytes, await self._receive(bytes))
+        while True:
+            # A message of this type may be queued behind one of the other.
+            taken = self._take(bytes)
+            if taken is not None:
+                return taken  # type: ignore[return-value]  # _take checked the class
+            await self._receiver()
 
     async def recv_text(self) -> str:
         """Receive the next text message; binary messages stay queued for ``recv``."""
@@ -231,7 +237,12 @@ class WebSocketClient(asyncio.BufferedProtocol):
             if self._reading_paused:
                 self._resume_reading_if_drained()
             return message  # type: ignore[return-value]  # the class check narrows it
-        return cast(str, await self._receive(str))
+        while True:
+            # A message of this type may be queued behind one of the other.
+            taken = self._take(str)
+            if taken is not None:
+                return taken  # type: ignore[return-value]  # _take checked the class
+            await self._receiver()
 
     async def recv_message(self) -> Message:
         """Receive the next message of either type: ``bytes`` for binary, ``str`` for text."""
@@ -241,7 +252,11 @@ class WebSocketClient(asyncio.BufferedProtocol):
             if self._reading_paused:
                 self._resume_reading_if_drained()
             return message
-        return await self._receive(None)
+        while True:
+            await self._receiver()
+            taken = self._take(None)
+            if taken is not None:
+                return taken
 
     def __aiter__(self) -> WebSocketClient:
         return self
@@ -258,10 +273,14 @@ class WebSocketClient(asyncio.BufferedProtocol):
             if self._reading_paused:
                 self._resume_reading_if_drained()
             return message
-        try:
-            return await self._receive(None)
-        except ConnectionClosedOK:
-            raise StopAsyncIteration from None
+        while True:
+            try:
+                await self._receiver()
+            except ConnectionClosedOK:
+                raise StopAsyncIteration from None
+            taken = self._take(None)
+            if taken is not None:
+                return taken
 
     async def ping(self) -> float:
         """Send a ping and wait for its pong; return the round-trip time in seconds.
@@ -389,7 +408,10 @@ class WebSocketClient(asyncio.BufferedProtocol):
         events: List[Any] = self._reader.buffer_updated(nbytes)
         if not events:
             return
-        append = self._messages.append
+        messages = self._messages
+        if messages is None:
+            messages = self._messages = deque()
+        append = messages.append
         for event in events:
             cls = event.__class__
             if cls is bytes or cls is str:
@@ -402,7 +424,7 @@ class WebSocketClient(asyncio.BufferedProtocol):
                 if not receiver.done():
                     receiver.set_result(None)
             receivers.clear()
-        if len(self._messages) >= self._pause_level and not self._reading_paused:
+        if len(messages) >= self._pause_level and not self._reading_paused:
             if self._state is _OPEN:
                 self._pause_reading()
 
@@ -444,26 +466,25 @@ class WebSocketClient(asyncio.BufferedProtocol):
     # ------------------------------------------------------------------
     # Receiving
 
-    async def _receive(self, kind: Optional[type]) -> Message:
-        """The slow path of the receive methods: wait until a message of ``kind`` is queued."""
-        while True:
-            message = self._take(kind)
-            if message is not None:
-                return message
-            if self._deferred_failure is not None:
-                self._fail_deferred()
-            if not self._receiving:
-                raise self._closed_exception()
-            receiver: asyncio.Future[None] = self._loop.create_future()
-            receivers = self._receivers
-            receivers.append(receiver)
-            try:
-                await receiver
-            except BaseException:
-                # Cancelled: a wake-up empties the list, this does not.
-                if receiver in receivers:
-                    receivers.remove(receiver)
-                raise
+    def _receiver(self) -> asyncio.Future[None]:
+        """The slow path of the receive methods: a future that the next queued
+        message, or the end of receiving, completes.
+
+        The receive methods await it themselves, without a coroutine of their
+        own: a connection waiting for its next message holds one frame less,
+        and each wait costs one coroutine less.
+        """
+        if self._deferred_failure is not None:
+            self._fail_deferred()
+        if not self._receiving:
+            raise self._closed_exception()
+        receivers = self._receivers
+        if receivers:
+            # A cancelled wait leaves its future here (done): drop those.
+            receivers[:] = [receiver for receiver in receivers if not receiver.done()]
+        receiver: asyncio.Future[None] = self._loop.create_future()
+        receivers.append(receiver)
+        return receiver
 
     def _take(self, kind: Optional[type]) -> Optional[Message]:
         messages = self._messages
@@ -511,7 +532,7 @@ class WebSocketClient(asyncio.BufferedProtocol):
             self._transport.resume_reading()
 
     def _resume_reading_if_drained(self) -> None:
-        if len(self._messages) <= self._resume_level:
+        if self._messages is None or len(self._messages) <= self._resume_level:
             self._resume_reading()
 
     def _stop_receiving(self) -> None:
