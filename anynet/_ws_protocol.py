@@ -23,6 +23,7 @@ import asyncio
 import os
 import socket
 import sys
+import weakref
 from collections import deque
 from typing import (
     TYPE_CHECKING,
@@ -125,6 +126,7 @@ class WebSocketClient(asyncio.BufferedProtocol):
         "_reading_paused",
         "_pending",
         "_pending_size",
+        "_write_batch",
         "_write_limit",
         "_writing_paused",
         "_joins_writelines",
@@ -175,6 +177,7 @@ class WebSocketClient(asyncio.BufferedProtocol):
 
         self._pending: Optional[List[bytes]] = None
         self._pending_size = 0
+        self._write_batch = _write_batch(self._loop)
         self._write_limit = options.write_limit
         self._writing_paused = False
         self._joins_writelines = False
@@ -556,7 +559,10 @@ class WebSocketClient(asyncio.BufferedProtocol):
             assert self._transport is not None
             self._transport.write(data)
             self._pending = []
-            self._loop.call_soon(self._flush)
+            batch = self._write_batch
+            if not batch:
+                self._loop.call_soon(_flush_batch, self._loop, batch)
+            batch.append(self)
         else:
             pending.append(data)
             self._pending_size += len(data)
@@ -767,6 +773,34 @@ class WebSocketClient(asyncio.BufferedProtocol):
         if self._sent_close is not None:
             return closed_error(*self._sent_close)
         return closed_error(CLOSE_ABNORMAL, "the connection is closed")
+
+
+# Per event loop, the connections that wrote during the current loop turn. One
+# callback per turn writes what each of them collected since, rather than one
+# callback per connection: a server answering many connections in one turn
+# schedules one, not hundreds.
+_write_batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, List[WebSocketClient]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _write_batch(loop: asyncio.AbstractEventLoop) -> List[WebSocketClient]:
+    batch = _write_batches.get(loop)
+    if batch is None:
+        batch = _write_batches[loop] = []
+    return batch
+
+
+def _flush_batch(loop: asyncio.AbstractEventLoop, batch: List[WebSocketClient]) -> None:
+    for connection in batch:
+        try:
+            connection._flush()
+        except Exception as error:
+            # One connection's failure must not keep the others' frames.
+            loop.call_exception_handler(
+                {"message": "failed to write WebSocket frames", "exception": error}
+            )
+    batch.clear()
 
 
 def _wake(waiters: List[asyncio.Future[None]]) -> None:
