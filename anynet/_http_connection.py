@@ -311,6 +311,9 @@ class HTTPServerProtocol(asyncio.Protocol):
         if self._upgrade_pending:
             # Bytes after an upgrade request belong to the upgraded protocol.
             self._leftover += data
+            if len(self._leftover) > self._limits.max_head_size:
+                # The upgrade is taking a while: keep the rest in the kernel.
+                self._pause_reading()
             return
         # The parser is released only once the connection is handed over,
         # and from the upgrade request on, nothing reaches it.
@@ -451,9 +454,10 @@ class HTTPServerProtocol(asyncio.Protocol):
         wants_upgrade = parser.should_upgrade()
         self._queue.append((request, parser.should_keep_alive(), wants_upgrade))
         if wants_upgrade:
-            # Whatever follows is not HTTP any more; hold it for the new protocol.
+            # Whatever follows is not HTTP any more: data_received holds it
+            # for the new protocol. Reading goes on (pausing and resuming cost
+            # two system calls per upgrade) until that holds too much.
             self._upgrade_pending = True
-            self._pause_reading()
         elif len(self._queue) >= self._limits.max_pipelined:
             self._pause_reading()
         self._ensure_task()

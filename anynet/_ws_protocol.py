@@ -387,10 +387,12 @@ class WebSocketClient(asyncio.BufferedProtocol):
         self._transport = transport = cast(asyncio.Transport, transport)
         self._local_address = _address(transport.get_extra_info("sockname"))
         self._remote_address = _address(transport.get_extra_info("peername"))
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            # Small messages must leave at once, not wait for Nagle's algorithm.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._is_client:
+            # Small messages must leave at once, not wait for Nagle's
+            # algorithm. (The HTTP server did this for the server side.)
+            sock = transport.get_extra_info("socket")
+            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         transport.set_write_buffer_limits(high=self._write_limit)
         # The base class's writelines (asyncio's socket transport before
         # Python 3.12) joins its arguments into one bytes object.

@@ -64,6 +64,7 @@ import contextlib
 import functools
 import logging
 import re
+import sys
 from typing import (
     AsyncIterator,
     Awaitable,
@@ -219,7 +220,13 @@ async def _open_connection(
         return transport, protocol, subprotocol
 
     try:
-        transport, head_protocol, subprotocol = await asyncio.wait_for(handshake(), timeout)
+        if sys.version_info >= (3, 11):
+            # Unlike wait_for, this runs the handshake in our own task: no
+            # task to create, and no loop turns to pass its result along.
+            async with asyncio.timeout(timeout):
+                transport, head_protocol, subprotocol = await handshake()
+        else:
+            transport, head_protocol, subprotocol = await asyncio.wait_for(handshake(), timeout)
     except asyncio.TimeoutError:
         raise WSTimeoutError(
             f"the opening handshake with {target.host_header} took more than {timeout:g} s"
