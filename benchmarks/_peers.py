@@ -226,21 +226,37 @@ async def pipelined(
     size = len(payload)
     sent = received = 0
     window_reopened: asyncio.Future | None = None
+    sender_ran: asyncio.Future | None = None
 
     async def sender() -> None:
-        nonlocal sent, window_reopened
-        while meter.running:
-            if sent - received >= window:
-                window_reopened = loop.create_future()
-                await window_reopened
-                continue
-            # Counted before the await: once the meter stops, `sent` is final.
-            sent += 1
-            await send(payload)
+        nonlocal sent, window_reopened, sender_ran
+        try:
+            while meter.running:
+                if sent - received >= window:
+                    window_reopened = loop.create_future()
+                    await window_reopened
+                    continue
+                # Counted before the await: once the meter stops, `sent` is final.
+                sent += 1
+                await send(payload)
+                if sender_ran is not None:
+                    sender_ran.set_result(None)
+                    sender_ran = None
+        finally:
+            if sender_ran is not None:
+                sender_ran.set_result(None)
+                sender_ran = None
 
     sending = asyncio.ensure_future(sender())
     try:
         while meter.running or received < sent:
+            if received == sent:
+                # Nothing in flight (a receive that does not suspend can drain
+                # the window in one step): waiting for a reply now could wait
+                # for a message the sender, stopped by the meter, never sends.
+                sender_ran = loop.create_future()
+                await sender_ran
+                continue
             reply = await receive()
             if len(reply) != size:
                 raise wrong_length(len(reply), payload)
