@@ -193,11 +193,12 @@ class WebSocketClient(asyncio.BufferedProtocol):
 
     async def send(self, data: bytes) -> None:
         """Send a binary message. Waits while the send buffer is over ``write_limit``."""
-        if self._state is not _OPEN:
-            raise self._closed_exception()
+        # The argument first: a wrong type is our user's bug, open or not.
         cls = data.__class__
         if cls is not bytes and not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"send() takes bytes, not {cls.__name__}; use send_text() for str")
+        if self._state is not _OPEN:
+            raise self._closed_exception()
         if self._writing_paused:
             await self._wait_for_writing()
         if cls is bytes and len(data) >= _UNCOPIED_PAYLOAD_SIZE and not self._is_client:
@@ -207,12 +208,12 @@ class WebSocketClient(asyncio.BufferedProtocol):
 
     async def send_text(self, data: str) -> None:
         """Send a text message. Waits while the send buffer is over ``write_limit``."""
-        if self._state is not _OPEN:
-            raise self._closed_exception()
         if data.__class__ is not str and not isinstance(data, str):
             raise TypeError(
                 f"send_text() takes str, not {type(data).__name__}; use send() for bytes"
             )
+        if self._state is not _OPEN:
+            raise self._closed_exception()
         if self._writing_paused:
             await self._wait_for_writing()
         self._write(self._writer.encode(OP_TEXT, data))
@@ -341,7 +342,7 @@ class WebSocketClient(asyncio.BufferedProtocol):
 
     @property
     def close_code(self) -> Optional[int]:
-        """The connection's close code once it is closing or closed; ``None`` while open.
+        """The connection's close code once it is closed; ``None`` before.
 
         It is the code of the peer's Close frame; or the code we sent when we
         ended the connection because the peer broke the protocol (e.g. 1002)

@@ -32,9 +32,10 @@ can never make a connection spend more than they allow):
 
 * ``max_message_size``: largest message accepted, in bytes (default 1 MiB;
   ``None`` for no limit). A bigger one closes the connection with 1009.
-* ``max_queue``: unread messages above which the connection stops reading
-  from the socket until the application has read the queue down to a quarter
-  of it (default 32; ``None`` for no limit).
+* ``max_queue``: unread messages at which the connection stops reading from
+  the socket until the application has read the queue down to a quarter of
+  it (default 32; ``None`` for no limit). The check follows each read, so the
+  messages of one read (at most what one socket read holds) all queue.
 * ``write_limit``: bytes waiting to be sent above which ``send`` waits for
   the peer to read (default 64 KiB).
 * ``disconnect_timeout``: seconds the closing handshake and the TCP close
@@ -175,7 +176,7 @@ async def connect(
     )
     timeout = optional_seconds("handshake_timeout", handshake_timeout)
     if target.secure and context is None:
-        context = tls.TLSContext()
+        context = _default_client_context()
     client = await _open_connection(target, context, offer, extra_headers, options, timeout)
     try:
         yield client
@@ -188,6 +189,13 @@ async def connect(
         raise
     else:
         await client.disconnect()
+
+
+@functools.lru_cache(maxsize=None)
+def _default_client_context() -> tls.TLSContext:
+    """The context of ``wss://`` without one: built once, as loading the
+    system's CA store is slow and one SSLContext lets TLS sessions resume."""
+    return tls.TLSContext()
 
 
 async def _open_connection(

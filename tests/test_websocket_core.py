@@ -245,6 +245,12 @@ async def test_wrong_argument_types_raise_type_error_at_once():
             await client.send(12)
         with pytest.raises(TypeError):
             websocket.broadcast([client], 12)
+        await client.disconnect()
+        # A wrong type is reported as such even once the connection is closed.
+        with pytest.raises(TypeError):
+            await client.send("text")
+        with pytest.raises(TypeError):
+            await client.send_text(b"bytes")
 
 
 async def test_handler_returning_closes_normally():
