@@ -395,3 +395,17 @@ def default_library_order(libraries: Iterable[str]) -> list[str]:
     """Libraries in the canonical column order, whatever order they were asked in."""
     chosen = set(libraries)
     return [library for library in _peers.LIBRARIES if library in chosen]
+
+
+def report(intro: str, table: str, results: dict[str, Any]) -> str:
+    """The markdown report of a run: what was measured, the table, the machine,
+    then what could not be measured and every failure."""
+    lines = [intro, "", table, "", describe_run(results)]
+    if results["skipped"]:
+        lines.append("")
+        lines.extend(f"Not measured: {name} ({reason})." for name, reason in results["skipped"].items())
+    errors = sorted({error for cell in results["cells"] for error in cell["errors"]})
+    if errors:
+        lines.append("")
+        lines.extend(f"Failure: {error}" for error in errors)
+    return "\n".join(lines) + "\n"

@@ -263,27 +263,14 @@ def render_markdown(results: dict[str, Any]) -> str:
         number,
     )
     repeats = _harness.plural(settings["repeats"], "interleaved repeat")
-    lines = [
+    intro = (
         f"Connection costs (median of {repeats}); in brackets "
         f"the median ratio to picows within each repeat (memory: lower is better). Memory: "
         f"{settings['idle_connections']} idle connections; handshakes: connect, opening "
         f"handshake, closing handshake, close, for {settings['duration_seconds']} s after "
-        f"{settings['warmup_seconds']} s (not for raw TCP: see connections.py).",
-        "",
-        table,
-        "",
-        _harness.describe_run(results),
-    ]
-    if results["skipped"]:
-        lines.append("")
-        lines.extend(
-            f"Not measured: {name} ({reason})." for name, reason in results["skipped"].items()
-        )
-    errors = sorted({error for cell in results["cells"] for error in cell["errors"]})
-    if errors:
-        lines.append("")
-        lines.extend(f"Failure: {error}" for error in errors)
-    return "\n".join(lines) + "\n"
+        f"{settings['warmup_seconds']} s (not for raw TCP: see connections.py)."
+    )
+    return _harness.report(intro, table, results)
 
 
 if __name__ == "__main__":

@@ -234,26 +234,13 @@ def render_markdown(results: dict[str, Any]) -> str:
         lambda cell, rate: f"{rate:,.0f}",
     )
     repeats = _harness.plural(settings["repeats"], "interleaved repeat")
-    lines = [
+    intro = (
         f"Echo round trips per second (median of {repeats} of "
         f"{settings['duration_seconds']} s after {settings['warmup_seconds']} s warm-up); in "
         f"brackets the median ratio to picows within each repeat. Clients: "
-        f"{settings['client']}.",
-        "",
-        table,
-        "",
-        _harness.describe_run(results),
-    ]
-    if results["skipped"]:
-        lines.append("")
-        lines.extend(
-            f"Not measured: {name} ({reason})." for name, reason in results["skipped"].items()
-        )
-    errors = sorted({error for cell in results["cells"] for error in cell["errors"]})
-    if errors:
-        lines.append("")
-        lines.extend(f"Failure: {error}" for error in errors)
-    return "\n".join(lines) + "\n"
+        f"{settings['client']}."
+    )
+    return _harness.report(intro, table, results)
 
 
 if __name__ == "__main__":
