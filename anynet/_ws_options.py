@@ -38,7 +38,6 @@ class ConnectionOptions(NamedTuple):
 
 
 def connection_options(
-    *,
     max_message_size: Optional[int],
     max_queue: Optional[int],
     write_limit: int,

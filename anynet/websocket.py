@@ -171,7 +171,7 @@ async def connect(
     target = parse_url(url, context is not None)
     offer = check_subprotocols(protocols)
     extra_headers = check_extra_headers(headers)
-    options = _options(
+    options = connection_options(
         max_message_size, max_queue, write_limit, disconnect_timeout, ping_interval, ping_timeout
     )
     timeout = optional_seconds("handshake_timeout", handshake_timeout)
@@ -312,7 +312,7 @@ async def serve(
     _check_handler(handler)
     _check_context(context)
     _check_protocol(protocol)
-    options = _options(
+    options = connection_options(
         max_message_size, max_queue, write_limit, disconnect_timeout, ping_interval, ping_timeout
     )
     head_timeout = positive_seconds("handshake_timeout", handshake_timeout)
@@ -354,7 +354,7 @@ async def route(
     """
     _check_handler(handler)
     _check_protocol(protocol)
-    options = _options(
+    options = connection_options(
         max_message_size, max_queue, write_limit, disconnect_timeout, ping_interval, ping_timeout
     )
     async with _route(handler, router, path, protocol, options) as server:
@@ -460,24 +460,6 @@ def _check_context(context: Optional[tls.TLSContext]) -> None:
         raise TypeError(
             f"the TLS context must be an anynet.tls.TLSContext, not {type(context).__name__}"
         )
-
-
-def _options(
-    max_message_size: Optional[int],
-    max_queue: Optional[int],
-    write_limit: int,
-    disconnect_timeout: Optional[float],
-    ping_interval: Optional[float],
-    ping_timeout: Optional[float],
-) -> ConnectionOptions:
-    return connection_options(
-        max_message_size=max_message_size,
-        max_queue=max_queue,
-        write_limit=write_limit,
-        disconnect_timeout=disconnect_timeout,
-        ping_interval=ping_interval,
-        ping_timeout=ping_timeout,
-    )
 
 
 if __name__ == "__main__":
