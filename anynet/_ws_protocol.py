@@ -135,6 +135,7 @@ class WebSocketClient(asyncio.BufferedProtocol):
         "_keepalive_payload",
         "_keepalive_timer",
         "_deferred_failure",
+        "_unanswered_ping",
     )
 
     def __init__(
@@ -187,6 +188,7 @@ class WebSocketClient(asyncio.BufferedProtocol):
         self._keepalive_payload: Optional[bytes] = None
         self._keepalive_timer: Optional[asyncio.TimerHandle] = None
         self._deferred_failure: Optional[ProtocolError] = None
+        self._unanswered_ping: Optional[bytes] = None
 
     # ------------------------------------------------------------------
     # The application's interface
@@ -457,6 +459,9 @@ class WebSocketClient(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        ping, self._unanswered_ping = self._unanswered_ping, None
+        if ping is not None and self._state is _OPEN:
+            self._write(self._writer.encode(OP_PONG, ping))
         _wake(self._drainers)
 
     def _receive_early_data(self, data: bytes) -> None:
@@ -512,10 +517,14 @@ class WebSocketClient(asyncio.BufferedProtocol):
     def _control_event(self, event: Any) -> None:
         cls = event.__class__
         if cls is Ping:
-            # A peer that does not read its pongs gets no more of them, so a
-            # ping flood cannot grow our write buffer.
-            if self._state is _OPEN and not self._writing_paused:
-                self._write(self._writer.encode(OP_PONG, event.payload))
+            if self._state is _OPEN:
+                if self._writing_paused:
+                    # Answered once the peer reads again: only the latest ping
+                    # (RFC 6455 5.5.3 allows that), so a ping flood from a peer
+                    # that does not read cannot grow our write buffer.
+                    self._unanswered_ping = event.payload
+                else:
+                    self._write(self._writer.encode(OP_PONG, event.payload))
         elif cls is Pong:
             self._pong_received(event.payload)
         elif cls is Close:

@@ -151,7 +151,10 @@ async def test_keepalive_keeps_a_paused_connection_whose_pong_is_unread():
             await client.recv()
         await client.send(b"all read")
 
-    options = dict(ping_interval=0.05, ping_timeout=0.05, max_queue=2)
+    # The pause (at least the 0.5 s send_until_blocked waits) outlasts many
+    # pings and their timeout; the client answers the latest ping once its
+    # own writing resumes, behind the backlog the server then reads.
+    options = dict(ping_interval=0.05, ping_timeout=0.5, max_queue=2)
     async with websocket.serve(read_late, "127.0.0.1", 0, **options) as server:
         async with websocket.connect(url_of(server)) as client:
             sent = await send_until_blocked(client, CHUNK)
