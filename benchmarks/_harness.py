@@ -409,3 +409,14 @@ def report(intro: str, table: str, results: dict[str, Any]) -> str:
         lines.append("")
         lines.extend(f"Failure: {error}" for error in errors)
     return "\n".join(lines) + "\n"
+
+
+def parse_with_defaults(parser: Any, argv: Any, quick: dict[str, Any], full: dict[str, Any]) -> Any:
+    """Add the shared ``--output`` option, parse, and fill what was not given
+    from the quick or the full settings."""
+    parser.add_argument("--output", type=Path, default=BENCHMARKS / "results", help="results directory")
+    arguments = parser.parse_args(argv)
+    for name, value in (quick if arguments.quick else full).items():
+        if getattr(arguments, name) is None:
+            setattr(arguments, name, value)
+    return arguments

@@ -36,7 +36,6 @@ import argparse
 import datetime
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import _harness
@@ -146,15 +145,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, help="seconds before each handshake window")
     parser.add_argument("--duration", type=float, help="seconds of each handshake window")
     parser.add_argument("--connections", type=int, help="idle connections for memory (full 2000, quick 1000)")
-    parser.add_argument(
-        "--output", type=Path, default=_harness.BENCHMARKS / "results", help="results directory"
-    )
-    arguments = parser.parse_args(argv)
-    defaults = QUICK if arguments.quick else FULL
-    for name, value in defaults.items():
-        if getattr(arguments, name) is None:
-            setattr(arguments, name, value)
-    return arguments
+    return _harness.parse_with_defaults(parser, argv, QUICK, FULL)
 
 
 def main(argv: list[str] | None = None) -> None:

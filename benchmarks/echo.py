@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import sys
-from pathlib import Path
 from typing import Any
 
 import _harness
@@ -119,15 +118,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         "--warmup", type=float, help="seconds before each window (full 0.3, quick 0.1)"
     )
     parser.add_argument("--duration", type=float, help="seconds measured (full 0.8, quick 0.15)")
-    parser.add_argument(
-        "--output", type=Path, default=_harness.BENCHMARKS / "results", help="results directory"
-    )
-    arguments = parser.parse_args(argv)
-    defaults = QUICK if arguments.quick else FULL
-    for name, value in defaults.items():
-        if getattr(arguments, name) is None:
-            setattr(arguments, name, value)
-    return arguments
+    return _harness.parse_with_defaults(parser, argv, QUICK, FULL)
 
 
 def main(argv: list[str] | None = None) -> None:
