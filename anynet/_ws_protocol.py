@@ -228,7 +228,14 @@ class WebSocketClient(asyncio.BufferedProtocol):
             if self._reading_paused:
                 self._resume_reading_if_drained()
             return message  # type: ignore[return-value]  # the class check narrows it
-        return await self._receive_a(bytes)  # type: ignore[return-value]  # of that class
+        # Inline rather than shared with recv_text: in ping-pong this is every
+        # message's path, and a helper coroutine would cost a frame each time.
+        while True:
+            # A message of this type may be queued behind one of the other.
+            taken = self._take(bytes)
+            if taken is not None:
+                return taken  # type: ignore[return-value]  # _take checked the class
+            await self._receiver()
 
     async def recv_text(self) -> str:
         """Receive the next text message; binary messages stay queued for ``recv``."""
@@ -238,15 +245,11 @@ class WebSocketClient(asyncio.BufferedProtocol):
             if self._reading_paused:
                 self._resume_reading_if_drained()
             return message  # type: ignore[return-value]  # the class check narrows it
-        return await self._receive_a(str)  # type: ignore[return-value]  # of that class
-
-    async def _receive_a(self, kind: type) -> Message:
-        """The slow path of ``recv`` and ``recv_text``: wait for a message of ``kind``,
-        which may be queued behind messages of the other type."""
         while True:
-            taken = self._take(kind)
+            # A message of this type may be queued behind one of the other.
+            taken = self._take(str)
             if taken is not None:
-                return taken
+                return taken  # type: ignore[return-value]  # _take checked the class
             await self._receiver()
 
     async def recv_message(self) -> Message:
