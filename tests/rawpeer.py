@@ -83,6 +83,14 @@ async def raw_upgrade(server):
     return reader, writer
 
 
+async def accept_upgrade(reader):
+    """Read a client's upgrade request; return the 101 response that accepts it."""
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+    name = "sec-websocket-key:"
+    key = next(line[len(name) :].strip() for line in head.split("\r\n") if line.lower().startswith(name))
+    return accept_response(key)
+
+
 class RawServer:
     """A TCP server that reads one upgrade request and answers with ``respond(key)``."""
 

@@ -13,8 +13,7 @@ import struct
 import pytest
 
 from anynet import websocket
-from anynet._ws_handshake import accept_value
-from rawpeer import masked_frame, raw_upgrade, read_frame
+from rawpeer import accept_upgrade, masked_frame, raw_upgrade, read_frame
 from support import TIMEOUT, echo
 
 OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING = 0x0, 0x1, 0x2, 0x8, 0x9
@@ -79,10 +78,8 @@ async def test_client_echoes_what_came_before_a_violation_then_closes_1002(case,
     seen = asyncio.get_running_loop().create_future()
 
     async def fuzzing_server(reader, writer):
-        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-        key = next(line.split(":", 1)[1].strip() for line in head.split("\r\n") if line.lower().startswith("sec-websocket-key"))
-        response = f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept_value(key)}\r\n\r\n"
-        writer.write(response.encode() + b"".join(masked_frame(op, data, fin, mask=False, rsv=rsv) for op, data, fin, rsv in frames))
+        frames_sent = b"".join(masked_frame(op, data, fin, mask=False, rsv=rsv) for op, data, fin, rsv in frames)
+        writer.write(await accept_upgrade(reader) + frames_sent)
         try:
             seen.set_result([await read_frame(reader) for _ in range(len(echoes) + 1)])
         except Exception as error:  # reported by the test, not lost in this task

@@ -9,7 +9,7 @@ import struct
 import pytest
 
 from anynet import websocket
-from rawpeer import masked_frame, raw_upgrade, read_frame
+from rawpeer import accept_upgrade, masked_frame, raw_upgrade, read_frame
 from support import TIMEOUT, url_of
 
 CHUNK = b"c" * 16 * 1024
@@ -195,20 +195,7 @@ async def test_keepalive_closes_a_silent_client_with_1011():
 
 async def test_keepalive_closes_a_silent_server_with_1011():
     async def accept_and_ignore(reader, writer):
-        head = await reader.readuntil(b"\r\n\r\n")
-        key = [
-            line.split(":", 1)[1].strip()
-            for line in head.decode().split("\r\n")
-            if line.lower().startswith("sec-websocket-key")
-        ][0]
-        from anynet._ws_handshake import accept_value
-
-        writer.write(
-            (
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept_value(key)}\r\n\r\n"
-            ).encode()
-        )
+        writer.write(await accept_upgrade(reader))
         await reader.read()
         writer.close()
 
@@ -289,24 +276,10 @@ async def test_peer_that_vanishes_gives_1006():
 
 
 async def test_masked_frame_from_a_server_fails_the_client_with_1002():
-    from anynet._ws_handshake import accept_value
-
     close_frame = asyncio.get_running_loop().create_future()
 
     async def send_masked_frame(reader, writer):
-        head = await reader.readuntil(b"\r\n\r\n")
-        key = [
-            line.split(":", 1)[1].strip()
-            for line in head.decode().split("\r\n")
-            if line.lower().startswith("sec-websocket-key")
-        ][0]
-        writer.write(
-            (
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept_value(key)}\r\n\r\n"
-            ).encode()
-            + masked_frame(0x2, b"masked by a server")
-        )
+        writer.write(await accept_upgrade(reader) + masked_frame(0x2, b"masked by a server"))
         close_frame.set_result(await read_frame(reader))
         writer.close()  # the server closes TCP, as the client waits for
 
