@@ -222,49 +222,47 @@ class WebSocketClient(asyncio.BufferedProtocol):
 
     async def recv(self) -> bytes:
         """Receive the next binary message; text messages stay queued for ``recv_text``."""
-        messages = self._messages
-        if messages and messages[0].__class__ is bytes:
-            message = messages.popleft()
-            if self._reading_paused:
-                self._resume_reading_if_drained()
-            return message  # type: ignore[return-value]  # the class check narrows it
-        # Inline rather than shared with recv_text: in ping-pong this is every
-        # message's path, and a helper coroutine would cost a frame each time.
+        # The wait is inline rather than in a helper shared with recv_text:
+        # in ping-pong traffic this is every message's path, and a helper
+        # coroutine would cost a frame each time.
         while True:
-            # A message of this type may be queued behind one of the other.
-            taken = self._take(bytes)
-            if taken is not None:
-                return taken  # type: ignore[return-value]  # _take checked the class
+            messages = self._messages
+            if messages:
+                if messages[0].__class__ is bytes:
+                    message = messages.popleft()
+                    if self._reading_paused:
+                        self._resume_reading_if_drained()
+                    return message  # type: ignore[return-value]  # the class check narrows it
+                taken = self._take(bytes)
+                if taken is not None:
+                    return taken  # type: ignore[return-value]  # _take checked the class
             await self._receiver()
 
     async def recv_text(self) -> str:
         """Receive the next text message; binary messages stay queued for ``recv``."""
-        messages = self._messages
-        if messages and messages[0].__class__ is str:
-            message = messages.popleft()
-            if self._reading_paused:
-                self._resume_reading_if_drained()
-            return message  # type: ignore[return-value]  # the class check narrows it
         while True:
-            # A message of this type may be queued behind one of the other.
-            taken = self._take(str)
-            if taken is not None:
-                return taken  # type: ignore[return-value]  # _take checked the class
+            messages = self._messages
+            if messages:
+                if messages[0].__class__ is str:
+                    message = messages.popleft()
+                    if self._reading_paused:
+                        self._resume_reading_if_drained()
+                    return message  # type: ignore[return-value]  # the class check narrows it
+                taken = self._take(str)
+                if taken is not None:
+                    return taken  # type: ignore[return-value]  # _take checked the class
             await self._receiver()
 
     async def recv_message(self) -> Message:
         """Receive the next message of either type: ``bytes`` for binary, ``str`` for text."""
-        messages = self._messages
-        if messages:
-            message = messages.popleft()
-            if self._reading_paused:
-                self._resume_reading_if_drained()
-            return message
         while True:
+            messages = self._messages
+            if messages:
+                message = messages.popleft()
+                if self._reading_paused:
+                    self._resume_reading_if_drained()
+                return message
             await self._receiver()
-            taken = self._take(None)
-            if taken is not None:
-                return taken
 
     def __aiter__(self) -> WebSocketClient:
         return self
@@ -275,20 +273,17 @@ class WebSocketClient(asyncio.BufferedProtocol):
         An abnormal close (an error code, a protocol violation, a lost
         connection) raises ``ConnectionClosedError`` instead.
         """
-        messages = self._messages
-        if messages:
-            message = messages.popleft()
-            if self._reading_paused:
-                self._resume_reading_if_drained()
-            return message
         while True:
+            messages = self._messages
+            if messages:
+                message = messages.popleft()
+                if self._reading_paused:
+                    self._resume_reading_if_drained()
+                return message
             try:
                 await self._receiver()
             except ConnectionClosedOK:
                 raise StopAsyncIteration from None
-            taken = self._take(None)
-            if taken is not None:
-                return taken
 
     async def ping(self) -> float:
         """Send a ping and wait for its pong; return the round-trip time in seconds.
@@ -491,6 +486,14 @@ class WebSocketClient(asyncio.BufferedProtocol):
             self._fail_deferred()
         if not self._receiving:
             raise self._closed_exception()
+        pending = self._pending
+        if pending is not None:
+            # About to wait: what this turn sent goes now, and the next
+            # send, an answer to what arrives, goes out directly.
+            if pending:
+                self._flush()
+            else:
+                self._pending = None
         receivers = self._receivers
         if receivers:
             # A cancelled wait leaves its future here (done): drop those.
@@ -499,22 +502,16 @@ class WebSocketClient(asyncio.BufferedProtocol):
         receivers.append(receiver)
         return receiver
 
-    def _take(self, kind: Optional[type]) -> Optional[Message]:
-        messages = self._messages
-        if not messages:
-            return None
-        if kind is None or messages[0].__class__ is kind:
-            message = messages.popleft()
-        else:
-            for index, message in enumerate(messages):
-                if message.__class__ is kind:
-                    del messages[index]
-                    break
-            else:
-                return None
-        if self._reading_paused:
-            self._resume_reading_if_drained()
-        return message
+    def _take(self, kind: type) -> Optional[Message]:
+        """The first queued message of class ``kind``, behind messages of the other type."""
+        assert self._messages is not None
+        for index, message in enumerate(self._messages):
+            if message.__class__ is kind:
+                del self._messages[index]
+                if self._reading_paused:
+                    self._resume_reading_if_drained()
+                return message
+        return None
 
     def _control_event(self, event: Any) -> None:
         cls = event.__class__
@@ -567,21 +564,25 @@ class WebSocketClient(asyncio.BufferedProtocol):
     def _write(self, data: bytes) -> None:
         pending = self._pending
         if pending is None:
-            # The first frame of a loop turn goes out at once, so a lone
-            # message has no added latency; the frames that follow in the same
-            # turn are collected and written together by _flush.
+            # The first frame since the last flush goes out at once, so a
+            # lone message waits for nothing. The frames that follow it are
+            # collected and written together by _flush, which runs when the
+            # application waits for a message, or else at the next loop turn.
+            # Only a frame that was held back costs that callback: in
+            # ping-pong traffic no frame ever is.
             assert self._transport is not None
             self._transport.write(data)
             self._pending = []
+            return
+        if not pending:
             batch = self._write_batch
             if not batch:
                 self._loop.call_soon(_flush_batch, self._loop, batch)
             batch.append(self)
-        else:
-            pending.append(data)
-            self._pending_size += len(data)
-            if self._pending_size >= self._write_limit:
-                self._flush()
+        pending.append(data)
+        self._pending_size += len(data)
+        if self._pending_size >= self._write_limit:
+            self._flush()
 
     def _write_uncopied(self, header: bytes, payload: bytes) -> None:
         # What is pending was sent before and goes first.
@@ -789,10 +790,10 @@ class WebSocketClient(asyncio.BufferedProtocol):
         return closed_error(CLOSE_ABNORMAL, "the connection is closed")
 
 
-# Per event loop, the connections that wrote during the current loop turn. One
-# callback per turn writes what each of them collected since, rather than one
-# callback per connection: a server answering many connections in one turn
-# schedules one, not hundreds.
+# Per event loop, the connections that held frames back during the current
+# loop turn. One callback per turn writes what each of them collected, rather
+# than one callback per connection: a server answering many connections in one
+# turn schedules one, not hundreds.
 _write_batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, List[WebSocketClient]] = (
     weakref.WeakKeyDictionary()
 )
