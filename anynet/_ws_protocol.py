@@ -425,10 +425,9 @@ class WebSocketClient(asyncio.BufferedProtocol):
                 self._control_event(event)
         receivers = self._receivers
         if receivers:
-            for receiver in receivers:
-                if not receiver.done():
-                    receiver.set_result(None)
-            receivers.clear()
+            # A new list: the tasks woken may wait again before this returns.
+            self._receivers = []
+            _wake_tasks_now(self._loop, receivers)
         if len(messages) >= self._pause_level and not self._reading_paused:
             if self._state is _OPEN:
                 self._pause_reading()
@@ -816,6 +815,35 @@ def _flush_batch(loop: asyncio.AbstractEventLoop, batch: List[WebSocketClient]) 
                 {"message": "failed to write WebSocket frames", "exception": error}
             )
     batch.clear()
+
+
+def _wake_tasks_now(loop: asyncio.AbstractEventLoop, waiters: List[asyncio.Future[None]]) -> None:
+    """Complete ``waiters`` and run the task waiting on each one here and now.
+
+    Completing a future only schedules its task for the next loop iteration,
+    and in ping-pong traffic that iteration (a poll of the selector and, on
+    the standard loop, a pass through its Python code) costs about as much
+    as the message itself. So, from a plain callback (the transport's read
+    callback), the task's wake-up callback is called at once, in the task's
+    own context, the way Python 3.12's eager tasks take their first step.
+    Inside a running task, or with a future that does not expose its
+    callbacks, the future completes the ordinary way.
+    """
+    eager = asyncio.current_task(loop) is None
+    for waiter in waiters:
+        if waiter.done():
+            continue  # its wait was cancelled
+        # The (callback, context) pairs of asyncio's futures, both the C
+        # and the Python implementation; the one callback of a future that
+        # a task awaits is that task's wake-up.
+        callbacks = getattr(waiter, "_callbacks", None) if eager else None
+        if callbacks and len(callbacks) == 1:
+            wakeup, context = callbacks[0]
+            waiter.remove_done_callback(wakeup)
+            waiter.set_result(None)
+            context.run(wakeup, waiter)
+        else:
+            waiter.set_result(None)
 
 
 def _wake(waiters: List[asyncio.Future[None]]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import socket
 import ssl
@@ -106,6 +107,37 @@ async def test_concurrent_receivers_each_get_a_message():
         results = await asyncio.wait_for(asyncio.gather(*receivers), TIMEOUT)
         assert sorted(results) == [b"1", b"2"]
         await client.send(b"done")
+
+
+async def test_a_woken_receiver_resumes_in_its_own_task_and_context():
+    # A message wakes its receiver from inside the transport's read callback
+    # (see _wake_tasks_now): the receiver must still run as its own task,
+    # with its own context variables, one connection never seeing another's.
+    owner = contextvars.ContextVar("owner")
+
+    async def tagged_echo(client):
+        owner.set(await client.recv_text())
+        task = asyncio.current_task()
+        async for message in client:
+            assert asyncio.current_task() is task
+            await client.send(owner.get().encode() + b" " + message)
+
+    async def converse(server, name):
+        owner.set(name)
+        task = asyncio.current_task()
+        async with websocket.connect(url_of(server)) as client:
+            await client.send_text(name)
+            for number in range(50):
+                await client.send(str(number).encode())
+                reply = await asyncio.wait_for(client.recv(), TIMEOUT)
+                assert reply == f"{name} {number}".encode()
+                assert asyncio.current_task() is task and owner.get() == name
+
+    async with serve(tagged_echo) as server:
+        # Created in this task, each conversation starts with a copy of its
+        # context: the names set inside stay inside.
+        await asyncio.gather(*(converse(server, f"client {index}") for index in range(4)))
+        assert owner.get(None) is None
 
 
 async def test_cancelled_receiver_does_not_disturb_another():
