@@ -579,6 +579,25 @@ class FrameWriter:
         key = self._next_key()
         return _header(opcode, length, fin, 0x80) + key + _mask(payload, key)
 
+    def encode_into(self, buffer: Buffer, opcode: int, payload: Buffer, fin: bool = True) -> int:
+        """Encode one frame into the start of the writable ``buffer``; return its length.
+
+        For a client that masks large payloads into a buffer it reuses,
+        rather than into a new bytes object every time. ``payload`` is
+        bytes-like and must not share memory with ``buffer``.
+        """
+        if isinstance(payload, str):
+            raise TypeError("encode_into() takes a bytes-like payload, not str")
+        with memoryview(buffer) as out:
+            if out.readonly:
+                raise TypeError("encode_into() needs a writable buffer")
+            frame = self.encode(opcode, payload, fin)
+            if out.nbytes < len(frame):
+                raise ValueError(f"a buffer of {out.nbytes} bytes cannot hold a frame of {len(frame)}")
+            with out.cast("B") as octets:
+                octets[: len(frame)] = frame
+        return len(frame)
+
     def encode_close(self, code: Optional[int] = 1000, reason: str = "") -> bytes:
         """A Close frame; ``code=None`` sends one without a payload."""
         if code is None:

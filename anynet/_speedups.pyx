@@ -20,7 +20,7 @@ long as each reader and writer is used by one thread at a time.
 """
 
 cimport cython
-from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_DecodeUTF8
@@ -730,27 +730,62 @@ cdef class FrameWriter:
         _write_header(<unsigned char *>PyBytes_AS_STRING(header), opcode, length, fin, 0)
         return header
 
+    def encode_into(self, buffer, int opcode, payload, bint fin=True):
+        """Encode one frame into the start of the writable ``buffer``; return its length.
+
+        For a client that masks large payloads into a buffer it reuses,
+        rather than into a new bytes object every time. ``payload`` is
+        bytes-like and must not share memory with ``buffer``.
+        """
+        cdef Py_buffer out, view
+        cdef Py_ssize_t size
+        if opcode < 0:
+            raise ValueError(f"unknown opcode {opcode}")
+        if isinstance(payload, str):
+            raise TypeError("encode_into() takes a bytes-like payload, not str")
+        try:
+            PyObject_GetBuffer(buffer, &out, PyBUF_WRITABLE)
+        except BufferError:
+            raise TypeError("encode_into() needs a writable buffer") from None
+        try:
+            PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
+            try:
+                size = self._frame_size(view.len)
+                _check_frame(opcode, view.len, fin)
+                if out.len < size:
+                    raise ValueError(f"a buffer of {out.len} bytes cannot hold a frame of {size}")
+                self._frame_into(<unsigned char *>out.buf, opcode, <const unsigned char *>view.buf, view.len, fin)
+                return size
+            finally:
+                PyBuffer_Release(&view)
+        finally:
+            PyBuffer_Release(&out)
+
+    cdef inline Py_ssize_t _frame_size(self, Py_ssize_t payload_size) noexcept:
+        return _header_size(payload_size) + (4 if self._is_client else 0) + payload_size
+
     cdef bytes _frame(self, unsigned int opcode, const unsigned char *payload, Py_ssize_t size, bint fin):
-        cdef Py_ssize_t header_size = _header_size(size)
         cdef bytes frame
-        cdef unsigned char *out
-        cdef const unsigned char *key
         _check_frame(opcode, size, fin)
+        frame = PyBytes_FromStringAndSize(NULL, self._frame_size(size))
+        self._frame_into(<unsigned char *>PyBytes_AS_STRING(frame), opcode, payload, size, fin)
+        return frame
+
+    cdef int _frame_into(self, unsigned char *out, unsigned int opcode, const unsigned char *payload,
+                         Py_ssize_t size, bint fin) except -1:
+        cdef Py_ssize_t header_size = _header_size(size)
+        cdef const unsigned char *key
         if not self._is_client:
-            frame = PyBytes_FromStringAndSize(NULL, header_size + size)
-            out = <unsigned char *>PyBytes_AS_STRING(frame)
             _write_header(out, opcode, size, fin, 0)
             if size:
                 memcpy(out + header_size, payload, size)
-            return frame
+            return 0
         key = self._next_key()
-        frame = PyBytes_FromStringAndSize(NULL, header_size + 4 + size)
-        out = <unsigned char *>PyBytes_AS_STRING(frame)
         _write_header(out, opcode, size, fin, 0x80)
         memcpy(out + header_size, key, 4)
         if size:
             anynet_mask(payload, out + header_size + 4, size, key)
-        return frame
+        return 0
 
     cdef const unsigned char *_next_key(self) except NULL:
         if self._keys is None or self._key_offset == MASK_POOL_SIZE:

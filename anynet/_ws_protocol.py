@@ -66,9 +66,17 @@ _OPEN = 1
 _CLOSING = 2
 _CLOSED = 3
 
-# A server sends a large bytes payload after a separately encoded header, so
-# that the payload is never copied into a frame.
-_UNCOPIED_PAYLOAD_SIZE = 64 * 1024
+# Payloads from this size on are sent without a new frame-sized bytes object
+# (see WebSocketClient._write_large).
+_LARGE_PAYLOAD_SIZE = 64 * 1024
+# The largest frame built in the reused buffer, which is as large as the
+# largest frame it held: bigger ones get a buffer each, freed once sent.
+_MAX_REUSED_BUFFER = 4 * 1024 * 1024
+# Up to this size, copying a server's payload behind its header costs less
+# than writing the header as a packet of its own.
+_MAX_COPIED_SERVER_PAYLOAD = 256 * 1024
+# A frame header with a 64-bit length and a masking key.
+_MAX_HEADER_SIZE = 14
 # RFC 6455 section 5.5: a Close frame carries a 2-byte code and 123 bytes of reason.
 _MAX_CLOSE_REASON = 123
 
@@ -196,15 +204,15 @@ class WebSocketClient(asyncio.BufferedProtocol):
     async def send(self, data: bytes) -> None:
         """Send a binary message. Waits while the send buffer is over ``write_limit``."""
         # The argument first: a wrong type is our user's bug, open or not.
-        cls = data.__class__
+        cls: type = data.__class__
         if cls is not bytes and not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"send() takes bytes, not {cls.__name__}; use send_text() for str")
         if self._state is not _OPEN:
             raise self._closed_exception()
         if self._writing_paused:
             await self._wait_for_writing()
-        if cls is bytes and len(data) >= _UNCOPIED_PAYLOAD_SIZE and not self._is_client:
-            self._write_uncopied(self._writer.encode_header(OP_BINARY, len(data)), data)
+        if (cls is bytes or cls is bytearray) and len(data) >= _LARGE_PAYLOAD_SIZE:
+            self._write_large(OP_BINARY, data)
         else:
             self._write(self._writer.encode(OP_BINARY, data))
 
@@ -583,21 +591,52 @@ class WebSocketClient(asyncio.BufferedProtocol):
         if self._pending_size >= self._write_limit:
             self._flush()
 
-    def _write_uncopied(self, header: bytes, payload: bytes) -> None:
+    def _write_large(self, opcode: int, payload: Union[bytes, bytearray]) -> None:
+        """Write a frame with a large payload without a new frame-sized bytes object.
+
+        A fresh megabyte for every frame is not only a copy: the allocator
+        gives such blocks back to the system when they are freed, and every
+        page of the next one faults in again, which costs more than the copy.
+        A server sends the header and then the payload itself where its
+        transport gathers the two into one write (uvloop, and asyncio's
+        since Python 3.12). A client, which must mask a copy, and a server
+        whose transport would join the two into a new bytes object, build
+        the frame in the event loop's reused buffer instead.
+        """
         # What is pending was sent before and goes first.
         self._flush()
         transport = self._transport
         assert transport is not None
-        if self._joins_writelines:
-            # Joining would copy the payload into a fresh buffer the size of
-            # the message, page faults and all, only to send it at once: a
-            # separate packet for the header costs far less.
-            transport.write(header)
-            transport.write(memoryview(payload))
-        else:
-            # One call for both, so that the header does not leave as a
-            # packet of its own.
-            transport.writelines((header, payload))
+        size = len(payload)
+        # Only an immutable payload can be left to the transport to send later.
+        if not self._is_client and payload.__class__ is bytes:
+            header = self._writer.encode_header(opcode, size)
+            if not self._joins_writelines:
+                transport.writelines((header, payload))
+                return
+            if size > _MAX_COPIED_SERVER_PAYLOAD:
+                # Copying costs more than the small packet of a header alone.
+                transport.write(header)
+                transport.write(memoryview(payload))
+                return
+        frame_size = size + _MAX_HEADER_SIZE
+        if frame_size > _MAX_REUSED_BUFFER or _refcount is None:
+            transport.write(self._writer.encode(opcode, payload))
+            return
+        # Taken out of the cache while in use: this method holds the only
+        # references to it from here on.
+        buffer = _reused_buffers.pop(self._loop, None)
+        if buffer is None or len(buffer) < frame_size:
+            buffer = bytearray(frame_size)
+        frame_size = self._writer.encode_into(buffer, opcode, payload)
+        transport.write(memoryview(buffer)[:frame_size])
+        # The transport sent the frame, or copied what it could not send,
+        # unless it keeps a view of the buffer for later (asyncio's socket
+        # transport does since Python 3.12): then the buffer is its own, and
+        # the next frame gets a new one. The references counted are
+        # ``buffer`` and the argument.
+        if _refcount(buffer) == 2:
+            _reused_buffers[self._loop] = buffer
 
     def _flush(self) -> None:
         pending = self._pending
@@ -796,6 +835,17 @@ class WebSocketClient(asyncio.BufferedProtocol):
 _write_batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, List[WebSocketClient]] = (
     weakref.WeakKeyDictionary()
 )
+
+
+# Per event loop, the buffer that large frames are built in (see
+# WebSocketClient._write_large): one per loop, not per connection, so that
+# many connections hold one between them, and a loop runs in one thread, so
+# that no other thread writes into it meanwhile.
+_reused_buffers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, bytearray] = (
+    weakref.WeakKeyDictionary()
+)
+# CPython's: without it (PyPy) no buffer is known to be free, and none is reused.
+_refcount = getattr(sys, "getrefcount", None)
 
 
 def _write_batch(loop: asyncio.AbstractEventLoop) -> List[WebSocketClient]:

@@ -783,6 +783,45 @@ def test_encode_header_refuses_impossible_lengths(framing):
         writer.encode_header(0x2, 1 << 63)
 
 
+@pytest.mark.parametrize("is_client", [False, True])
+@pytest.mark.parametrize("length", [0, 5, 125, 126, 65535, 65536, 300000])
+def test_encode_into_writes_the_frame_encode_would(framing, is_client, length):
+    writer = framing.FrameWriter(is_client)
+    payload = os.urandom(length)
+    buffer = bytearray(length + 20)
+    buffer[-6:] = b"intact"
+    size = writer.encode_into(buffer, 0x2, payload, fin=False)
+    assert size == len(writer.encode(0x2, payload, fin=False))
+    assert buffer[-6:] == b"intact"
+    # Fed to a reader of the other side, the frame is the payload, unmasked.
+    reader = framing.FrameReader(not is_client)
+    assert reader.feed(bytes(buffer[:size])) == []
+    assert reader.feed(build_frame(0x0, b"", mask=b"abcd" if is_client else None)) == [payload]
+
+
+def test_encode_into_reuses_one_buffer_with_fresh_keys(framing):
+    writer = framing.FrameWriter(is_client=True)
+    buffer = bytearray(100)
+    keys = set()
+    for _ in range(300):
+        size = writer.encode_into(buffer, 0x2, b"same")
+        keys.add(bytes(buffer[2:6]))
+    assert size == 10
+    assert len(keys) > 250
+
+
+def test_encode_into_refuses_a_small_read_only_or_text_argument(framing):
+    writer = framing.FrameWriter(is_client=True)
+    with pytest.raises(ValueError):
+        writer.encode_into(bytearray(13), 0x2, b"12345678")
+    with pytest.raises(TypeError):
+        writer.encode_into(bytes(100), 0x2, b"payload")
+    with pytest.raises(TypeError):
+        writer.encode_into(bytearray(100), 0x1, "text")
+    with pytest.raises(ValueError):
+        writer.encode_into(bytearray(200), 0x9, bytes(126))
+
+
 # -- masking -------------------------------------------------------------------------
 
 
