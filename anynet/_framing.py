@@ -42,8 +42,10 @@ DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
 MAX_CONTROL_PAYLOAD = 125
 #: A close payload is a 2-byte code plus the reason.
 MAX_CLOSE_REASON = MAX_CONTROL_PAYLOAD - 2
-#: Size of a receive buffer allocated for an ordinary read.
-READ_BUFFER_SIZE = 64 * 1024
+#: Size of a receive buffer allocated for an ordinary read: room for a 64 KiB
+#: frame and what follows it, and below the 128 KiB from which glibc's malloc
+#: maps every block afresh (the buffer is freed whenever it is drained).
+READ_BUFFER_SIZE = 120 * 1024
 #: get_buffer() never offers less free space than this.
 MIN_READ_SIZE = 4 * 1024
 #: A frame up to this size (that passed the size limit) gets its whole buffer

@@ -59,7 +59,7 @@ DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
 cdef enum:
     MAX_CONTROL_PAYLOAD = 125
     MAX_CLOSE_REASON = 123
-    READ_BUFFER_SIZE = 64 * 1024
+    READ_BUFFER_SIZE = 120 * 1024
     MIN_READ_SIZE = 4 * 1024
     MAX_PREALLOCATION = 16 * 1024 * 1024
     # A binary frame with at least this much payload still to come is read
