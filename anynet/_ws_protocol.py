@@ -126,7 +126,7 @@ class WebSocketClient(asyncio.BufferedProtocol):
         "_sent_close",
         "_close_timer",
         "_transport_lost",
-        "_connection_closed",
+        "_closed_waiters",
         "_messages",
         "_receivers",
         "_pause_level",
@@ -174,7 +174,8 @@ class WebSocketClient(asyncio.BufferedProtocol):
         self._sent_close: Optional[Tuple[int, str]] = None
         self._close_timer: Optional[asyncio.TimerHandle] = None
         self._transport_lost = False
-        self._connection_closed: asyncio.Future[None] = self._loop.create_future()
+        # Tasks waiting for the connection to close; created by the first.
+        self._closed_waiters: Optional[List[asyncio.Future[None]]] = None
 
         # Created with the first message: an idle connection has none.
         self._messages: Optional[Deque[Message]] = None
@@ -455,8 +456,9 @@ class WebSocketClient(asyncio.BufferedProtocol):
             self._close_timer = None
         self._pending = None
         _wake(self._drainers)
-        if not self._connection_closed.done():
-            self._connection_closed.set_result(None)
+        waiters, self._closed_waiters = self._closed_waiters, None
+        if waiters:
+            _wake_tasks_now(self._loop, waiters)
 
     def pause_writing(self) -> None:
         self._writing_paused = True
@@ -812,8 +814,15 @@ class WebSocketClient(asyncio.BufferedProtocol):
             self._transport.abort()
 
     async def _wait_closed(self) -> None:
-        # Shielded: one caller's cancellation must not end everyone's wait.
-        await asyncio.shield(self._connection_closed)
+        if self._transport_lost:
+            return
+        # A future per caller, so that one caller's cancellation does not
+        # end the others' wait.
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        if self._closed_waiters is None:
+            self._closed_waiters = []
+        self._closed_waiters.append(waiter)
+        await waiter
 
     def _set_close_code(self, code: int, reason: str) -> None:
         if self._close_code is None:

@@ -409,9 +409,7 @@ class _Endpoint:
         self, request: http.HTTPRequest, subprotocol: Optional[str], client: http.HTTPConnection
     ) -> None:
         # This runs in the HTTP server's task for the connection, right after
-        # the 101 response. The handler gets a task of its own all the same:
-        # every message that wakes it then resumes only the handler's frames,
-        # not the HTTP server's three above them.
+        # the 101 response: the handler needs no task of its own.
         connection = WebSocketClient(
             is_client=False, options=self._options, subprotocol=subprotocol, request=request
         )
@@ -424,7 +422,7 @@ class _Endpoint:
         try:
             code = CLOSE_NORMAL
             try:
-                await asyncio.ensure_future(self._handler(connection))
+                await self._handler(connection)
             except ConnectionClosed:
                 pass  # the usual way a handler learns that its peer left
             except Exception:

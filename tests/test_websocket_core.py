@@ -77,7 +77,8 @@ async def test_recv_message_returns_messages_queued_before_the_close():
         await client.send_text("really")
 
     async with serve(send_and_leave) as server, websocket.connect(url_of(server)) as client:
-        await asyncio.wait_for(client._connection_closed, TIMEOUT)
+        # Closed, and still holding what arrived before the close.
+        await asyncio.wait_for(client.disconnect(), TIMEOUT)
         assert await client.recv_message() == b"last words"
         assert await client.recv_text() == "really"
         with pytest.raises(websocket.ConnectionClosedOK) as caught:
@@ -226,6 +227,18 @@ async def test_disconnect_is_idempotent_from_several_tasks():
             assert client.close_code == 1000
             with pytest.raises(websocket.ConnectionClosedOK):
                 await client.send(b"after")
+
+
+async def test_a_cancelled_disconnect_does_not_end_another_callers_wait():
+    async with serve(echo) as server:
+        async with websocket.connect(url_of(server)) as client:
+            impatient = asyncio.ensure_future(client.disconnect())
+            patient = asyncio.ensure_future(client.disconnect())
+            await asyncio.sleep(0)
+            impatient.cancel()
+            await asyncio.wait_for(patient, TIMEOUT)
+            assert impatient.cancelled()
+            assert client.close_code == 1000
 
 
 async def test_disconnect_wakes_a_waiting_receiver():
