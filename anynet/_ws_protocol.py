@@ -113,6 +113,7 @@ class WebSocketClient(asyncio.BufferedProtocol):
         "_options",
         "_loop",
         "_reader",
+        "get_buffer",
         "_writer",
         "_transport",
         "_local_address",
@@ -160,6 +161,11 @@ class WebSocketClient(asyncio.BufferedProtocol):
         self._options = options
         self._loop = asyncio.get_running_loop()
         self._reader = FrameReader(is_client, options.max_message_size)
+        # asyncio.BufferedProtocol.get_buffer is the reader's own: it owns the
+        # receive buffer, so a complete frame is parsed where the socket put
+        # it, and an idle connection holds no buffer. Bound here rather than
+        # called from a method, it costs no Python frame per read.
+        self.get_buffer = self._reader.get_buffer  # type: ignore[method-assign]
         self._writer = FrameWriter(is_client)
         self._transport: Optional[asyncio.Transport] = None
         self._local_address: Tuple[str, int] = ("", 0)
@@ -410,11 +416,6 @@ class WebSocketClient(asyncio.BufferedProtocol):
             self._keepalive_timer = self._loop.call_later(
                 self._options.ping_interval, self._send_keepalive_ping
             )
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        # The reader owns the receive buffer, so a complete frame is parsed
-        # where the socket put it, and an idle connection holds no buffer.
-        return self._reader.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
         # Typed loosely: the class checks below sort the events faster than
