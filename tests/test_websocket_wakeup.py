@@ -1,0 +1,75 @@
+"""How a message wakes its receiver: at once from a callback, the ordinary way otherwise.
+
+``_wake_tasks_now`` is private; these tests pin down its three paths, which
+the connection tests go through without telling them apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from anynet._ws_protocol import _wake_tasks_now
+from support import TIMEOUT
+
+
+async def wait_then_log(future, log):
+    await future
+    log.append("woken")
+
+
+async def start_waiting(future, log):
+    task = asyncio.ensure_future(wait_then_log(future, log))
+    await asyncio.sleep(0)  # the task now waits on the future
+    return task
+
+
+def wake_from_a_callback(loop, future, log):
+    def callback():
+        _wake_tasks_now(loop, [future])
+        log.append("callback returned")
+
+    loop.call_soon(callback)
+
+
+async def test_from_a_callback_the_waiting_task_runs_before_it_returns():
+    loop = asyncio.get_running_loop()
+    future, log = loop.create_future(), []
+    task = await start_waiting(future, log)
+    wake_from_a_callback(loop, future, log)
+    await asyncio.wait_for(task, TIMEOUT)
+    assert log == ["woken", "callback returned"]
+
+
+async def test_inside_a_task_the_waiting_task_runs_later():
+    loop = asyncio.get_running_loop()
+    future, log = loop.create_future(), []
+    task = await start_waiting(future, log)
+    _wake_tasks_now(loop, [future])
+    log.append("caller went on")
+    await asyncio.wait_for(task, TIMEOUT)
+    assert log == ["caller went on", "woken"]
+
+
+async def test_a_future_without_visible_callbacks_completes_the_ordinary_way():
+    class Opaque(asyncio.Future):
+        @property
+        def _callbacks(self):
+            raise AttributeError("_callbacks")
+
+    loop = asyncio.get_running_loop()
+    future, log = Opaque(loop=loop), []
+    task = await start_waiting(future, log)
+    wake_from_a_callback(loop, future, log)
+    await asyncio.wait_for(task, TIMEOUT)
+    assert log == ["callback returned", "woken"]
+
+
+async def test_a_cancelled_wait_is_passed_over():
+    loop = asyncio.get_running_loop()
+    cancelled, waiting, log = loop.create_future(), loop.create_future(), []
+    cancelled.cancel()
+    task = await start_waiting(waiting, log)
+    wake_from_a_callback(loop, cancelled, log)
+    wake_from_a_callback(loop, waiting, log)
+    await asyncio.wait_for(task, TIMEOUT)
+    assert log == ["callback returned", "woken", "callback returned"]
