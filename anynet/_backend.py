@@ -20,5 +20,6 @@ BACKEND = "python" if framing.__name__ == "anynet._framing" else "compiled"
 FrameReader = framing.FrameReader
 FrameWriter = framing.FrameWriter
 apply_mask = framing.apply_mask
+buffer_exported = framing.buffer_exported
 validate_utf8 = framing.validate_utf8
 Utf8Validator = framing.Utf8Validator

@@ -16,7 +16,7 @@ from __future__ import annotations
 import codecs
 import os
 import struct
-from typing import List, Optional, Union, cast
+from typing import Callable, List, Optional, Union, cast
 
 from anynet._events import (
     OP_BINARY,
@@ -85,6 +85,12 @@ def _is_valid_close_code(code: int) -> bool:
 
 def _as_bytes_view(data: Buffer) -> memoryview:
     return memoryview(data).cast("B")
+
+
+#: Whether a view of a bytearray exists: a compiled-backend function. Python
+#: code cannot tell (``sys.getrefcount`` is no help: Python 3.14 leaves some
+#: references uncounted), so with this backend no buffer is reused.
+buffer_exported: Optional[Callable[[bytearray], bool]] = None
 
 
 def apply_mask(data: Buffer, mask: Buffer) -> bytes:

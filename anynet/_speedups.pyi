@@ -1,6 +1,6 @@
 """Type stubs of the compiled framing core; the same interface as anynet._framing."""
 
-from typing import List, Optional, Union
+from typing import Callable, List, Optional, Union
 
 from anynet._events import Close, Ping, Pong, ProtocolError
 
@@ -34,4 +34,6 @@ class Utf8Validator:
     def reset(self) -> None: ...
 
 def apply_mask(data: Buffer, mask: Buffer) -> bytes: ...
+
+buffer_exported: Optional[Callable[[bytearray], bool]]
 def validate_utf8(data: Buffer) -> bool: ...

@@ -28,6 +28,7 @@ from libc.stdint cimport uint64_t
 from libc.string cimport memcpy, memmove
 
 import os
+import sys
 
 from anynet._events import Close, Ping, Pong, ProtocolError
 
@@ -793,6 +794,21 @@ cdef class FrameWriter:
             self._key_offset = 0
         self._key_offset += 4
         return <const unsigned char *>PyBytes_AS_STRING(self._keys) + self._key_offset - 4
+
+
+cdef extern from "Python.h":
+    ctypedef struct PyByteArrayObject:
+        Py_ssize_t ob_exports
+
+
+def _buffer_exported(bytearray buffer):
+    """Whether a view of ``buffer`` exists (a memoryview, or a transport's hold
+    on one): while one does, writing into the buffer changes what it shows."""
+    return (<PyByteArrayObject *>buffer).ob_exports > 0
+
+
+# The count of views is CPython's own; elsewhere no buffer is known to be free.
+buffer_exported = _buffer_exported if sys.implementation.name == "cpython" else None
 
 
 def apply_mask(data, mask):

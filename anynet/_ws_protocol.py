@@ -39,7 +39,7 @@ from typing import (
 )
 
 from anynet import tls
-from anynet._backend import FrameReader, FrameWriter
+from anynet._backend import FrameReader, FrameWriter, buffer_exported
 from anynet._events import (
     CLOSE_ABNORMAL,
     CLOSE_INTERNAL_ERROR,
@@ -70,7 +70,7 @@ _CLOSED = 3
 # (see WebSocketClient._write_large).
 _LARGE_PAYLOAD_SIZE = 64 * 1024
 # The largest frame built in the reused buffer, which is as large as the
-# largest frame it held: bigger ones get a buffer each, freed once sent.
+# largest frame it held: bigger ones are encoded into a bytes object each.
 _MAX_REUSED_BUFFER = 4 * 1024 * 1024
 # Up to this size, copying a server's payload behind its header costs less
 # than writing the header as a packet of its own.
@@ -623,23 +623,12 @@ class WebSocketClient(asyncio.BufferedProtocol):
                 transport.write(memoryview(payload))
                 return
         frame_size = size + _MAX_HEADER_SIZE
-        if frame_size > _MAX_REUSED_BUFFER or _refcount is None:
+        if frame_size > _MAX_REUSED_BUFFER or buffer_exported is None:
             transport.write(self._writer.encode(opcode, payload))
             return
-        # Taken out of the cache while in use: this method holds the only
-        # references to it from here on.
-        buffer = _reused_buffers.pop(self._loop, None)
-        if buffer is None or len(buffer) < frame_size:
-            buffer = bytearray(frame_size)
+        buffer = _free_buffer(self._loop, frame_size)
         frame_size = self._writer.encode_into(buffer, opcode, payload)
         transport.write(memoryview(buffer)[:frame_size])
-        # The transport sent the frame, or copied what it could not send,
-        # unless it keeps a view of the buffer for later (asyncio's socket
-        # transport does since Python 3.12): then the buffer is its own, and
-        # the next frame gets a new one. The references counted are
-        # ``buffer`` and the argument.
-        if _refcount(buffer) == 2:
-            _reused_buffers[self._loop] = buffer
 
     def _flush(self) -> None:
         pending = self._pending
@@ -848,14 +837,26 @@ _write_batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, List[WebSoc
 
 
 # Per event loop, the buffer that large frames are built in (see
-# WebSocketClient._write_large): one per loop, not per connection, so that
-# many connections hold one between them, and a loop runs in one thread, so
-# that no other thread writes into it meanwhile.
+# WebSocketClient._write_large): per loop, not per connection, so that many
+# connections share one, and a loop runs in one thread, so that no other
+# thread writes into it meanwhile.
 _reused_buffers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, bytearray] = (
     weakref.WeakKeyDictionary()
 )
-# CPython's: without it (PyPy) no buffer is known to be free, and none is reused.
-_refcount = getattr(sys, "getrefcount", None)
+
+
+def _free_buffer(loop: asyncio.AbstractEventLoop, size: int) -> bytearray:
+    """A buffer of at least ``size`` bytes that no view shows: the loop's own,
+    or, while a transport still holds a view of that one, a new one."""
+    assert buffer_exported is not None
+    buffer = _reused_buffers.get(loop)
+    # Only views of it are ever handed out: with none left, whatever was
+    # built in it has been sent or copied.
+    if buffer is not None and buffer_exported(buffer):
+        return bytearray(size)
+    if buffer is None or len(buffer) < size:
+        buffer = _reused_buffers[loop] = bytearray(size)
+    return buffer
 
 
 def _write_batch(loop: asyncio.AbstractEventLoop) -> List[WebSocketClient]:

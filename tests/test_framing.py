@@ -822,6 +822,22 @@ def test_encode_into_refuses_a_small_read_only_or_text_argument(framing):
         writer.encode_into(bytearray(200), 0x9, bytes(126))
 
 
+def test_buffer_exported_tells_whether_a_view_of_a_bytearray_exists(framing):
+    exported = framing.buffer_exported
+    if framing.__name__ == "anynet._framing":
+        # Python code cannot tell, so this backend reuses no buffer.
+        assert exported is None
+        return
+    buffer = bytearray(10)
+    assert not exported(buffer)
+    view = memoryview(buffer)[2:5]
+    assert exported(buffer)
+    view.release()
+    assert not exported(buffer)
+    with pytest.raises(TypeError):
+        exported(b"bytes")
+
+
 # -- masking -------------------------------------------------------------------------
 
 
