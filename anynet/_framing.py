@@ -590,8 +590,8 @@ class FrameWriter:
     def encode_into(self, buffer: Buffer, opcode: int, payload: Buffer, fin: bool = True) -> int:
         """Encode one frame into the start of the writable ``buffer``; return its length.
 
-        For a client that masks large payloads into a buffer it reuses,
-        rather than into a new bytes object every time. ``payload`` is
+        For frames with large payloads, built in a buffer that is reused
+        rather than in a new bytes object every time. ``payload`` is
         bytes-like and must not share memory with ``buffer``.
         """
         if isinstance(payload, str):

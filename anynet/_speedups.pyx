@@ -734,8 +734,8 @@ cdef class FrameWriter:
     def encode_into(self, buffer, int opcode, payload, bint fin=True):
         """Encode one frame into the start of the writable ``buffer``; return its length.
 
-        For a client that masks large payloads into a buffer it reuses,
-        rather than into a new bytes object every time. ``payload`` is
+        For frames with large payloads, built in a buffer that is reused
+        rather than in a new bytes object every time. ``payload`` is
         bytes-like and must not share memory with ``buffer``.
         """
         cdef Py_buffer out, view
