@@ -12,14 +12,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#if defined(__SSE2__) || defined(_M_X64) || defined(_M_AMD64) || \
-    (defined(_M_IX86_FP) && _M_IX86_FP >= 2)
-#include <emmintrin.h>
-#define ANYNET_SSE2 1
-#elif defined(__aarch64__) || defined(_M_ARM64)
-#include <arm_neon.h>
-#define ANYNET_NEON 1
-#endif
+#include "simd.h"
 
 /* States are bit offsets of 6-bit slots. ACCEPT and REJECT must match utf8.h. */
 #define S_ACCEPT 0  /* between code points */
