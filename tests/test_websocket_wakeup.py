@@ -31,13 +31,17 @@ def wake_from_a_callback(loop, future, log):
     loop.call_soon(callback)
 
 
-async def test_from_a_callback_the_waiting_task_runs_before_it_returns():
-    loop = asyncio.get_running_loop()
-    future, log = loop.create_future(), []
+async def log_of_a_wake_up_from_a_callback(future):
+    log = []
     task = await start_waiting(future, log)
-    wake_from_a_callback(loop, future, log)
+    wake_from_a_callback(future.get_loop(), future, log)
     await asyncio.wait_for(task, TIMEOUT)
-    assert log == ["woken", "callback returned"]
+    return log
+
+
+async def test_from_a_callback_the_waiting_task_runs_before_it_returns():
+    future = asyncio.get_running_loop().create_future()
+    assert await log_of_a_wake_up_from_a_callback(future) == ["woken", "callback returned"]
 
 
 async def test_inside_a_task_the_waiting_task_runs_later():
@@ -56,12 +60,8 @@ async def test_a_future_without_visible_callbacks_completes_the_ordinary_way():
         def _callbacks(self):
             raise AttributeError("_callbacks")
 
-    loop = asyncio.get_running_loop()
-    future, log = Opaque(loop=loop), []
-    task = await start_waiting(future, log)
-    wake_from_a_callback(loop, future, log)
-    await asyncio.wait_for(task, TIMEOUT)
-    assert log == ["callback returned", "woken"]
+    future = Opaque(loop=asyncio.get_running_loop())
+    assert await log_of_a_wake_up_from_a_callback(future) == ["callback returned", "woken"]
 
 
 async def test_a_cancelled_wait_is_passed_over():
