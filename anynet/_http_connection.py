@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -291,10 +290,8 @@ class HTTPServerProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not derive from asyncio.Transport.
         self.transport = transport  # type: ignore[assignment]
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            # Responses are written whole; Nagle's algorithm would only delay them.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Nagle's algorithm is off already: asyncio's and uvloop's TCP
+        # transports set TCP_NODELAY on every socket they own.
         self._server.add(self)
         if self._server.stopping:
             self._close()
