@@ -1,18 +1,22 @@
-"""The one place that chooses the framing implementation.
+"""The one place that chooses the implementation of the hot path.
 
 The compiled ``anynet._speedups`` is used when it was built; the pure-Python
-``anynet._framing`` otherwise, or whenever ``ANYNET_NO_EXTENSIONS`` is set to
-anything but ``0`` at import time. Both export the same names.
+``anynet._framing`` and ``anynet._connection_core`` otherwise, or whenever
+``ANYNET_NO_EXTENSIONS`` is set to anything but ``0`` at import time. The
+two sides export the same names.
 """
 
 import os
 
 if os.environ.get("ANYNET_NO_EXTENSIONS", "") not in ("", "0"):
+    from anynet import _connection_core as core
     from anynet import _framing as framing
 else:
     try:
         from anynet import _speedups as framing  # type: ignore[no-redef]
+        from anynet import _speedups as core  # type: ignore[no-redef]
     except ImportError:
+        from anynet import _connection_core as core
         from anynet import _framing as framing
 
 BACKEND = "python" if framing.__name__ == "anynet._framing" else "compiled"
@@ -23,3 +27,5 @@ apply_mask = framing.apply_mask
 buffer_exported = framing.buffer_exported
 validate_utf8 = framing.validate_utf8
 Utf8Validator = framing.Utf8Validator
+ConnectionCore = core.ConnectionCore
+wake_tasks_now = core.wake_tasks_now

@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m anynet.websocket",
         description="anynet WebSocket tools: an echo server, an interactive client, a benchmark.",
     )
-    parser.add_argument("--version", action="version", version=f"anynet {__version__} ({BACKEND} framing)")
+    parser.add_argument("--version", action="version", version=f"anynet {__version__} ({BACKEND} core)")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     loop_choice = argparse.ArgumentParser(add_help=False)
     loop_choice.add_argument("--uvloop", action="store_true", help="run on uvloop instead of the standard event loop")
@@ -184,7 +184,7 @@ async def _bench(args: argparse.Namespace) -> int:
         loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
         print(
             f"anynet {__version__} bench: {args.clients} clients x {args.messages} messages of {args.size} bytes, "
-            f"{args.in_flight} in flight per client\nserver {url} ({BACKEND} framing, {loop_name} event loop)",
+            f"{args.in_flight} in flight per client\nserver {url} ({BACKEND} core, {loop_name} event loop)",
             flush=True,
         )
         started = time.perf_counter()

@@ -37,3 +37,7 @@ def apply_mask(data: Buffer, mask: Buffer) -> bytes: ...
 def validate_utf8(data: Buffer) -> bool: ...
 
 buffer_exported: Optional[Callable[[bytearray], bool]]
+
+# The compiled connection core has the pure-Python class's interface.
+from anynet._connection_core import ConnectionCore as ConnectionCore
+from anynet._connection_core import wake_tasks_now as wake_tasks_now

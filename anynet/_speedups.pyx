@@ -1,9 +1,10 @@
 # cython: freethreading_compatible=True
-"""WebSocket framing (RFC 6455 section 5), compiled.
+"""WebSocket framing (RFC 6455 section 5) and the connection core, compiled.
 
-The same interface, events and error reasons as the pure-Python reference
-``anynet._framing``; the differential tests feed both the same bytes. What
-differs is only how the work is done:
+The framing has the same interface, events and error reasons as the
+pure-Python reference ``anynet._framing``; the differential tests feed both
+the same bytes. The connection core (``_connection_core.pxi``) is the twin of
+``anynet._connection_core``. What differs is only how the work is done:
 
 * the reader parses straight from the caller's buffer, or from a receive
   buffer it owns (PyMem, not zeroed) that an ``asyncio.BufferedProtocol``
@@ -14,9 +15,10 @@ differs is only how the work is done:
 * masking and UTF-8 validation are C kernels (``src/mask.c``, ``src/utf8.c``);
 * the writer builds header, key and masked payload in one allocation.
 
-There is no mutable module-level state: each client writer keeps its own
-pool of random masking keys, so the module is safe under free threading as
-long as each reader and writer is used by one thread at a time.
+The framing keeps no mutable module-level state: each client writer keeps
+its own pool of random masking keys, so it is safe under free threading as
+long as each reader and writer is used by one thread at a time. A connection
+belongs to its event loop's thread.
 """
 
 cimport cython
@@ -259,6 +261,9 @@ cdef class FrameReader:
         for the rest of a partly received frame (up to the size limit), or an
         ordinary read.
         """
+        return self._free_space()
+
+    cdef object _free_space(self):
         if self._payload is not None:
             return PyMemoryView_FromMemory(
                 PyBytes_AS_STRING(self._payload) + self._payload_filled,
@@ -272,6 +277,9 @@ cdef class FrameReader:
 
     def buffer_updated(self, Py_ssize_t nbytes):
         """Parse the ``nbytes`` just written into the space from ``get_buffer()``."""
+        return self._updated(nbytes)
+
+    cdef list _updated(self, Py_ssize_t nbytes):
         cdef list events
         if self._payload is not None:
             if not 0 <= nbytes <= PyBytes_GET_SIZE(self._payload) - self._payload_filled:
@@ -686,6 +694,9 @@ cdef class FrameWriter:
 
     def encode(self, int opcode, payload, bint fin=True):
         """One complete frame; a ``str`` payload is encoded as UTF-8."""
+        return self._encode(opcode, payload, fin)
+
+    cdef bytes _encode(self, int opcode, payload, bint fin):
         cdef Py_buffer view
         cdef const char *text
         cdef Py_ssize_t size
@@ -886,3 +897,6 @@ cdef class Utf8Validator:
     def reset(self):
         """Forget everything fed so far."""
         self._state = ANYNET_UTF8_ACCEPT
+
+
+include "_connection_core.pxi"

@@ -33,6 +33,19 @@ def framing(request):
     return importlib.import_module(_BACKEND_MODULES[request.param])
 
 
+_CORE_MODULES = {"compiled": "anynet._speedups", "python": "anynet._connection_core"}
+
+
+@pytest.fixture(params=FRAMING_BACKENDS)
+def core(request):
+    """The connection core module (the per-message path) under test, on each backend.
+
+    The connection tests run on the backend that ``anynet._backend`` chose;
+    CI runs them again with ``ANYNET_NO_EXTENSIONS=1``.
+    """
+    return importlib.import_module(_CORE_MODULES[request.param])
+
+
 LOOP_FACTORIES = {"asyncio": asyncio.new_event_loop}
 if uvloop is not None:
     LOOP_FACTORIES["uvloop"] = uvloop.new_event_loop

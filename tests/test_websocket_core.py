@@ -112,7 +112,7 @@ async def test_concurrent_receivers_each_get_a_message():
 
 async def test_a_woken_receiver_resumes_in_its_own_task_and_context():
     # A message wakes its receiver from inside the transport's read callback
-    # (see _wake_tasks_now): the receiver must still run as its own task,
+    # (see wake_tasks_now in anynet._connection_core): the receiver must still run as its own task,
     # with its own context variables, one connection never seeing another's.
     owner = contextvars.ContextVar("owner")
 

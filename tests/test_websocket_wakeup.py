@@ -1,14 +1,14 @@
 """How a message wakes its receiver: at once from a callback, the ordinary way otherwise.
 
-``_wake_tasks_now`` is private; these tests pin down its three paths, which
-the connection tests go through without telling them apart.
+``wake_tasks_now`` is private to the connection core; these tests pin down
+its three paths, on both backends, which the connection tests go through
+without telling them apart.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from anynet._ws_protocol import _wake_tasks_now
 from support import TIMEOUT
 
 
@@ -23,53 +23,53 @@ async def start_waiting(future, log):
     return task
 
 
-def wake_from_a_callback(loop, future, log):
+def wake_from_a_callback(core, loop, future, log):
     def callback():
-        _wake_tasks_now(loop, [future])
+        core.wake_tasks_now(loop, [future])
         log.append("callback returned")
 
     loop.call_soon(callback)
 
 
-async def log_of_a_wake_up_from_a_callback(future):
+async def log_of_a_wake_up_from_a_callback(core, future):
     log = []
     task = await start_waiting(future, log)
-    wake_from_a_callback(future.get_loop(), future, log)
+    wake_from_a_callback(core, future.get_loop(), future, log)
     await asyncio.wait_for(task, TIMEOUT)
     return log
 
 
-async def test_from_a_callback_the_waiting_task_runs_before_it_returns():
+async def test_from_a_callback_the_waiting_task_runs_before_it_returns(core):
     future = asyncio.get_running_loop().create_future()
-    assert await log_of_a_wake_up_from_a_callback(future) == ["woken", "callback returned"]
+    assert await log_of_a_wake_up_from_a_callback(core, future) == ["woken", "callback returned"]
 
 
-async def test_inside_a_task_the_waiting_task_runs_later():
+async def test_inside_a_task_the_waiting_task_runs_later(core):
     loop = asyncio.get_running_loop()
     future, log = loop.create_future(), []
     task = await start_waiting(future, log)
-    _wake_tasks_now(loop, [future])
+    core.wake_tasks_now(loop, [future])
     log.append("caller went on")
     await asyncio.wait_for(task, TIMEOUT)
     assert log == ["caller went on", "woken"]
 
 
-async def test_a_future_without_visible_callbacks_completes_the_ordinary_way():
+async def test_a_future_without_visible_callbacks_completes_the_ordinary_way(core):
     class Opaque(asyncio.Future):
         @property
         def _callbacks(self):
             raise AttributeError("_callbacks")
 
     future = Opaque(loop=asyncio.get_running_loop())
-    assert await log_of_a_wake_up_from_a_callback(future) == ["callback returned", "woken"]
+    assert await log_of_a_wake_up_from_a_callback(core, future) == ["callback returned", "woken"]
 
 
-async def test_a_cancelled_wait_is_passed_over():
+async def test_a_cancelled_wait_is_passed_over(core):
     loop = asyncio.get_running_loop()
     cancelled, waiting, log = loop.create_future(), loop.create_future(), []
     cancelled.cancel()
     task = await start_waiting(waiting, log)
-    wake_from_a_callback(loop, cancelled, log)
-    wake_from_a_callback(loop, waiting, log)
+    wake_from_a_callback(core, loop, cancelled, log)
+    wake_from_a_callback(core, loop, waiting, log)
     await asyncio.wait_for(task, TIMEOUT)
     assert log == ["callback returned", "woken", "callback returned"]

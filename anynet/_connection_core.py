@@ -1,0 +1,369 @@
+"""What every message of a WebSocket connection passes through, in pure Python.
+
+``ConnectionCore`` is the base class of ``anynet._ws_protocol.WebSocketClient``:
+the transport's read callback, the send and receive coroutines, and the
+write batching. ``anynet._speedups`` compiles a twin of it
+(``_connection_core.pxi``) with the same behaviour; ``anynet._backend``
+chooses, and every WebSocket test runs against both. Everything off the
+per-message path (control frames, closing, pings, keepalive, large frames)
+is the subclass's, and the core calls it through the methods declared under
+``TYPE_CHECKING`` below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import weakref
+from collections import deque
+from typing import TYPE_CHECKING, Any, Deque, List, Optional, Union
+
+from anynet._events import OP_BINARY, OP_TEXT
+from anynet._ws_errors import ConnectionClosed, ConnectionClosedOK
+
+if TYPE_CHECKING:
+    from anynet._events import ProtocolError
+    from anynet._framing import FrameReader, FrameWriter
+    from anynet._ws_options import ConnectionOptions
+
+Message = Union[bytes, str]
+
+# Connection states (see anynet._ws_protocol).
+OPEN = 1
+CLOSING = 2
+CLOSED = 3
+
+# Payloads from this size on are sent without a new frame-sized bytes object
+# (see WebSocketClient._write_large).
+LARGE_PAYLOAD_SIZE = 64 * 1024
+
+
+class ConnectionCore:
+    """The per-message state and methods of one connection (see the module)."""
+
+    __slots__ = (
+        "_loop",
+        "_reader",
+        "get_buffer",
+        "_writer",
+        "_transport",
+        "_transport_lost",
+        "_state",
+        "_receiving",
+        "_deferred_failure",
+        "_messages",
+        "_receivers",
+        "_pause_level",
+        "_resume_level",
+        "_reading_paused",
+        "_pending",
+        "_pending_size",
+        "_write_batch",
+        "_write_limit",
+        "_writing_paused",
+    )
+
+    if TYPE_CHECKING:
+        # Provided by the subclass, for what is rare.
+        def _control_event(self, event: Any) -> None: ...
+        def _closed_exception(self) -> ConnectionClosed: ...
+        def _fail_deferred(self) -> None: ...
+        async def _wait_for_writing(self) -> None: ...
+        def _write_large(self, opcode: int, payload: Union[bytes, bytearray]) -> None: ...
+
+    def __init__(
+        self, reader: FrameReader, writer: FrameWriter, options: ConnectionOptions
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._reader = reader
+        # asyncio.BufferedProtocol.get_buffer is the reader's own: it owns the
+        # receive buffer, so a complete frame is parsed where the socket put
+        # it, and an idle connection holds no buffer. Bound here rather than
+        # called from a method, it costs no Python frame per read.
+        self.get_buffer = reader.get_buffer
+        self._writer = writer
+        self._transport: Optional[asyncio.Transport] = None
+        self._transport_lost = False
+        self._state = OPEN
+        self._receiving = True
+        self._deferred_failure: Optional[ProtocolError] = None
+        # Created with the first message: an idle connection has none.
+        self._messages: Optional[Deque[Message]] = None
+        self._receivers: List[asyncio.Future[None]] = []
+        max_queue = options.max_queue
+        self._pause_level = sys.maxsize if max_queue is None else max_queue
+        self._resume_level = 0 if max_queue is None else max_queue // 4
+        self._reading_paused = False
+        self._pending: Optional[List[bytes]] = None
+        self._pending_size = 0
+        self._write_batch = _write_batch(self._loop)
+        self._write_limit = options.write_limit
+        self._writing_paused = False
+
+    # ------------------------------------------------------------------
+    # Sending
+
+    async def send(self, data: bytes) -> None:
+        """Send a binary message. Waits while the send buffer is over ``write_limit``."""
+        # The argument first: a wrong type is our user's bug, open or not.
+        cls: type = data.__class__
+        if cls is not bytes and not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"send() takes bytes, not {cls.__name__}; use send_text() for str")
+        if self._state is not OPEN:
+            raise self._closed_exception()
+        if self._writing_paused:
+            await self._wait_for_writing()
+        if (cls is bytes or cls is bytearray) and len(data) >= LARGE_PAYLOAD_SIZE:
+            self._write_large(OP_BINARY, data)
+        else:
+            self._write(self._writer.encode(OP_BINARY, data))
+
+    async def send_text(self, data: str) -> None:
+        """Send a text message. Waits while the send buffer is over ``write_limit``."""
+        if data.__class__ is not str and not isinstance(data, str):
+            raise TypeError(
+                f"send_text() takes str, not {type(data).__name__}; use send() for bytes"
+            )
+        if self._state is not OPEN:
+            raise self._closed_exception()
+        if self._writing_paused:
+            await self._wait_for_writing()
+        self._write(self._writer.encode(OP_TEXT, data))
+
+    def _write(self, data: bytes) -> None:
+        pending = self._pending
+        if pending is None:
+            # The first frame since the last flush goes out at once, so a
+            # lone message waits for nothing. The frames that follow it are
+            # collected and written together by _flush, which runs when the
+            # application waits for a message, or else at the next loop turn.
+            # Only a frame that was held back costs that callback: in
+            # ping-pong traffic no frame ever is.
+            assert self._transport is not None
+            self._transport.write(data)
+            self._pending = []
+            return
+        if not pending:
+            batch = self._write_batch
+            if not batch:
+                self._loop.call_soon(_flush_batch, self._loop, batch)
+            batch.append(self)
+        pending.append(data)
+        self._pending_size += len(data)
+        if self._pending_size >= self._write_limit:
+            self._flush()
+
+    def _flush(self) -> None:
+        pending = self._pending
+        self._pending = None
+        self._pending_size = 0
+        if pending and not self._transport_lost:
+            assert self._transport is not None
+            if len(pending) == 1:
+                self._transport.write(pending[0])
+            else:
+                self._transport.writelines(pending)
+
+    # ------------------------------------------------------------------
+    # Receiving
+
+    async def recv(self) -> bytes:
+        """Receive the next binary message; text messages stay queued for ``recv_text``."""
+        # The wait is inline rather than in a helper shared with recv_text:
+        # in ping-pong traffic this is every message's path, and a helper
+        # coroutine would cost a frame each time.
+        while True:
+            messages = self._messages
+            if messages:
+                if messages[0].__class__ is bytes:
+                    message = messages.popleft()
+                    if self._reading_paused:
+                        self._resume_reading_if_drained()
+                    return message  # type: ignore[return-value]  # the class check narrows it
+                taken = self._take(bytes)
+                if taken is not None:
+                    return taken  # type: ignore[return-value]  # _take checked the class
+            await self._receiver()
+
+    async def recv_text(self) -> str:
+        """Receive the next text message; binary messages stay queued for ``recv``."""
+        while True:
+            messages = self._messages
+            if messages:
+                if messages[0].__class__ is str:
+                    message = messages.popleft()
+                    if self._reading_paused:
+                        self._resume_reading_if_drained()
+                    return message  # type: ignore[return-value]  # the class check narrows it
+                taken = self._take(str)
+                if taken is not None:
+                    return taken  # type: ignore[return-value]  # _take checked the class
+            await self._receiver()
+
+    async def recv_message(self) -> Message:
+        """Receive the next message of either type: ``bytes`` for binary, ``str`` for text."""
+        while True:
+            messages = self._messages
+            if messages:
+                message = messages.popleft()
+                if self._reading_paused:
+                    self._resume_reading_if_drained()
+                return message
+            await self._receiver()
+
+    def __aiter__(self) -> ConnectionCore:
+        return self
+
+    async def __anext__(self) -> Message:
+        """The next message of either type; iteration ends when the connection closes normally.
+
+        An abnormal close (an error code, a protocol violation, a lost
+        connection) raises ``ConnectionClosedError`` instead.
+        """
+        while True:
+            messages = self._messages
+            if messages:
+                message = messages.popleft()
+                if self._reading_paused:
+                    self._resume_reading_if_drained()
+                return message
+            try:
+                await self._receiver()
+            except ConnectionClosedOK:
+                raise StopAsyncIteration from None
+
+    def buffer_updated(self, nbytes: int) -> None:
+        # Typed loosely: the class checks below sort the events faster than
+        # isinstance would, and mypy does not follow them.
+        events: List[Any] = self._reader.buffer_updated(nbytes)
+        if not events:
+            return
+        messages = self._messages
+        if messages is None:
+            messages = self._messages = deque()
+        append = messages.append
+        for event in events:
+            cls = event.__class__
+            if cls is bytes or cls is str:
+                append(event)
+            else:
+                self._control_event(event)
+        receivers = self._receivers
+        if receivers:
+            # A new list: the tasks woken may wait again before this returns.
+            self._receivers = []
+            wake_tasks_now(self._loop, receivers)
+        if len(messages) >= self._pause_level and not self._reading_paused:
+            if self._state is OPEN:
+                self._pause_reading()
+
+    def _receiver(self) -> asyncio.Future[None]:
+        """The slow path of the receive methods: a future that the next queued
+        message, or the end of receiving, completes.
+
+        The receive methods await it themselves, without a coroutine of their
+        own: a connection waiting for its next message holds one frame less,
+        and each wait costs one coroutine less.
+        """
+        if self._deferred_failure is not None:
+            self._fail_deferred()
+        if not self._receiving:
+            raise self._closed_exception()
+        pending = self._pending
+        if pending is not None:
+            # About to wait: what this turn sent goes now, and the next
+            # send, an answer to what arrives, goes out directly.
+            if pending:
+                self._flush()
+            else:
+                self._pending = None
+        receivers = self._receivers
+        if receivers:
+            # A cancelled wait leaves its future here (done): drop those.
+            receivers[:] = [receiver for receiver in receivers if not receiver.done()]
+        receiver: asyncio.Future[None] = self._loop.create_future()
+        receivers.append(receiver)
+        return receiver
+
+    def _take(self, kind: type) -> Optional[Message]:
+        """The first queued message of class ``kind``, behind messages of the other type."""
+        assert self._messages is not None
+        for index, message in enumerate(self._messages):
+            if message.__class__ is kind:
+                del self._messages[index]
+                if self._reading_paused:
+                    self._resume_reading_if_drained()
+                return message
+        return None
+
+    def _pause_reading(self) -> None:
+        assert self._transport is not None
+        self._reading_paused = True
+        self._transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        assert self._transport is not None
+        self._reading_paused = False
+        if not self._transport_lost:
+            self._transport.resume_reading()
+
+    def _resume_reading_if_drained(self) -> None:
+        if self._messages is None or len(self._messages) <= self._resume_level:
+            self._resume_reading()
+
+
+# Per event loop, the connections that held frames back during the current
+# loop turn. One callback per turn writes what each of them collected, rather
+# than one callback per connection: a server answering many connections in one
+# turn schedules one, not hundreds.
+_write_batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, List[Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _write_batch(loop: asyncio.AbstractEventLoop) -> List[Any]:
+    batch = _write_batches.get(loop)
+    if batch is None:
+        batch = _write_batches[loop] = []
+    return batch
+
+
+def _flush_batch(loop: asyncio.AbstractEventLoop, batch: List[Any]) -> None:
+    for connection in batch:
+        try:
+            connection._flush()
+        except Exception as error:
+            # One connection's failure must not keep the others' frames.
+            loop.call_exception_handler(
+                {"message": "failed to write WebSocket frames", "exception": error}
+            )
+    batch.clear()
+
+
+def wake_tasks_now(loop: asyncio.AbstractEventLoop, waiters: List[asyncio.Future[None]]) -> None:
+    """Complete ``waiters`` and run the task waiting on each one here and now.
+
+    Completing a future only schedules its task for the next loop iteration,
+    and in ping-pong traffic that iteration (a poll of the selector and, on
+    the standard loop, a pass through its Python code) costs about as much
+    as the message itself. So, from a plain callback (the transport's read
+    callback), the task's wake-up callback is called at once, in the task's
+    own context, the way Python 3.12's eager tasks take their first step.
+    Inside a running task, or with a future that does not expose its
+    callbacks, the future completes the ordinary way.
+    """
+    eager = asyncio.current_task(loop) is None
+    for waiter in waiters:
+        if waiter.done():
+            continue  # its wait was cancelled
+        # The (callback, context) pairs of asyncio's futures, both the C
+        # and the Python implementation; the one callback of a future that
+        # a task awaits is that task's wake-up.
+        callbacks = getattr(waiter, "_callbacks", None) if eager else None
+        if callbacks and len(callbacks) == 1:
+            wakeup, context = callbacks[0]
+            waiter.remove_done_callback(wakeup)
+            waiter.set_result(None)
+            context.run(wakeup, waiter)
+        else:
+            waiter.set_result(None)

@@ -1,0 +1,82 @@
+"""The compiled and the pure-Python connection core are twins.
+
+Every WebSocket test runs on the core that ``anynet._backend`` chose, and the
+suite runs again with ``ANYNET_NO_EXTENSIONS=1``; these tests check, on both
+cores in one run, what the twins must share whichever is chosen.
+"""
+
+import asyncio
+import importlib
+import inspect
+
+import pytest
+
+from anynet import _connection_core
+from anynet._ws_options import connection_options
+
+ASYNC_METHODS = ("send", "send_text", "recv", "recv_text", "recv_message", "__anext__")
+
+
+# Helpers that the compiled core keeps as C functions, invisible from Python.
+C_ONLY = {"_receiver"}
+
+
+def own_names(cls):
+    """Attributes and methods the class defines, without Python's and Cython's machinery."""
+    names = {name for name in vars(cls) if not name.startswith("__")} - C_ONLY
+    return names | {name for name in ("__aiter__", "__anext__") if name in vars(cls)}
+
+
+# The pure-Python core is the reference the compiled one is compared with.
+REFERENCE = _connection_core.ConnectionCore
+
+
+def test_each_core_has_the_attributes_and_methods_of_the_reference(core):
+    assert own_names(core.ConnectionCore) == own_names(REFERENCE)
+
+
+@pytest.mark.parametrize("name", ASYNC_METHODS)
+def test_each_core_documents_the_public_methods_as_the_reference_does(core, name):
+    docstring = getattr(core.ConnectionCore, name).__doc__
+    assert docstring and docstring == getattr(REFERENCE, name).__doc__
+
+
+def new_connection(core, **overrides):
+    # Each core works with the framing of its own backend.
+    framing = core if core is not _connection_core else importlib.import_module("anynet._framing")
+    reader, writer = framing.FrameReader(False), framing.FrameWriter(False)
+    return core.ConnectionCore(reader, writer, options(**overrides))
+
+
+@pytest.mark.parametrize("name", ["send", "send_text", "recv", "recv_text", "recv_message"])
+def test_the_public_methods_are_coroutine_functions(core, name):
+    assert inspect.iscoroutinefunction(getattr(core.ConnectionCore, name))
+
+
+@pytest.mark.parametrize("name", ASYNC_METHODS)
+async def test_the_public_methods_return_coroutines(core, name):
+    # asyncio.create_task(client.recv()) and the like need real coroutines.
+    method = getattr(new_connection(core), name)
+    coroutine = method("text" if name == "send_text" else b"bytes") if name.startswith("send") else method()
+    assert asyncio.iscoroutine(coroutine)
+    coroutine.close()
+
+
+def options(**overrides):
+    values = dict(
+        max_message_size=1 << 20,
+        max_queue=32,
+        write_limit=1 << 20,
+        disconnect_timeout=None,
+        ping_interval=None,
+        ping_timeout=None,
+    )
+    values.update(overrides)
+    return connection_options(**values)
+
+
+async def test_limits_beyond_any_memory_are_accepted(core):
+    connection = new_connection(core, max_queue=2**80, write_limit=2**80)
+    assert connection._pause_level >= 2**62
+    assert connection._write_limit >= 2**62
+    assert connection._state is _connection_core.OPEN
