@@ -315,7 +315,7 @@ def describe_run(results: dict[str, Any]) -> str:
     versions = ", ".join(f"{name} {version}" for name, version in machine["libraries"].items())
     anynet = results["anynet"]
     framing = ", ".join(
-        f"{backend} framing on {loop}" for loop, backend in anynet["framing"].items()
+        f"{backend} core on {loop}" for loop, backend in anynet["framing"].items()
     )
     text = (
         f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['platform']}, "

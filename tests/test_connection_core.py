@@ -8,6 +8,7 @@ cores in one run, what the twins must share whichever is chosen.
 import asyncio
 import importlib
 import inspect
+import sys
 
 import pytest
 
@@ -37,29 +38,9 @@ def test_each_core_has_the_attributes_and_methods_of_the_reference(core):
 
 @pytest.mark.parametrize("name", ASYNC_METHODS)
 def test_each_core_documents_the_public_methods_as_the_reference_does(core, name):
-    docstring = getattr(core.ConnectionCore, name).__doc__
-    assert docstring and docstring == getattr(REFERENCE, name).__doc__
-
-
-def new_connection(core, **overrides):
-    # Each core works with the framing of its own backend.
-    framing = core if core is not _connection_core else importlib.import_module("anynet._framing")
-    reader, writer = framing.FrameReader(False), framing.FrameWriter(False)
-    return core.ConnectionCore(reader, writer, options(**overrides))
-
-
-@pytest.mark.parametrize("name", ["send", "send_text", "recv", "recv_text", "recv_message"])
-def test_the_public_methods_are_coroutine_functions(core, name):
-    assert inspect.iscoroutinefunction(getattr(core.ConnectionCore, name))
-
-
-@pytest.mark.parametrize("name", ASYNC_METHODS)
-async def test_the_public_methods_return_coroutines(core, name):
-    # asyncio.create_task(client.recv()) and the like need real coroutines.
-    method = getattr(new_connection(core), name)
-    coroutine = method("text" if name == "send_text" else b"bytes") if name.startswith("send") else method()
-    assert asyncio.iscoroutine(coroutine)
-    coroutine.close()
+    # Python 3.13 strips the indentation of docstrings that it compiles; Cython does not.
+    docstring = inspect.cleandoc(getattr(core.ConnectionCore, name).__doc__ or "")
+    assert docstring and docstring == inspect.cleandoc(getattr(REFERENCE, name).__doc__)
 
 
 def options(**overrides):
@@ -73,6 +54,34 @@ def options(**overrides):
     )
     values.update(overrides)
     return connection_options(**values)
+
+
+def new_connection(core, **overrides):
+    # Each core works with the framing of its own backend.
+    framing = core if core is not _connection_core else importlib.import_module("anynet._framing")
+    reader, writer = framing.FrameReader(False), framing.FrameWriter(False)
+    return core.ConnectionCore(reader, writer, options(**overrides))
+
+
+def is_coroutine_function(function):
+    if sys.version_info >= (3, 10):
+        return inspect.iscoroutinefunction(function)
+    # The inspect module of Python 3.9 recognises Python functions only.
+    return asyncio.iscoroutinefunction(function)
+
+
+@pytest.mark.parametrize("name", ["send", "send_text", "recv", "recv_text", "recv_message"])
+def test_the_public_methods_are_coroutine_functions(core, name):
+    assert is_coroutine_function(getattr(core.ConnectionCore, name))
+
+
+@pytest.mark.parametrize("name", ASYNC_METHODS)
+async def test_the_public_methods_return_coroutines(core, name):
+    # asyncio.create_task(client.recv()) and the like need real coroutines.
+    method = getattr(new_connection(core), name)
+    coroutine = method("text" if name == "send_text" else b"bytes") if name.startswith("send") else method()
+    assert asyncio.iscoroutine(coroutine)
+    coroutine.close()
 
 
 async def test_limits_beyond_any_memory_are_accepted(core):
