@@ -1,9 +1,11 @@
-# The compiled twin of anynet/_connection_core.py (see its docstring), part of
-# anynet._speedups so that it calls the reader and writer above as C
-# functions. The behaviour is the pure-Python class's, line for line; what
-# compiling buys is that a read, the queueing of its messages and the
-# wake-up of the task waiting for them are one C call with no Python frame,
-# and that send() and recv() run no bytecode.
+# The compiled twin of anynet/_connection_core.py (see its docstring; the
+# comments there hold here too), part of anynet._speedups so that it calls
+# the reader and writer above as C functions. The behaviour is the
+# pure-Python class's; only the helpers that nothing outside the core calls
+# (_receiver, _send_frame, _flush_pending) are C functions. What compiling
+# buys is that a read, the queueing of its messages and the wake-up of the
+# task waiting for them are one C call with no Python frame, and that
+# send() and recv() run no bytecode.
 
 from asyncio import current_task, get_running_loop
 from collections import deque

@@ -38,7 +38,13 @@ from typing import (
 )
 
 from anynet import tls
-from anynet._backend import ConnectionCore, FrameReader, FrameWriter, buffer_exported, wake_tasks_now
+from anynet._backend import (
+    ConnectionCore,
+    FrameReader,
+    FrameWriter,
+    buffer_exported,
+    wake_tasks_now,
+)
 from anynet._connection_core import CLOSED, CLOSING, OPEN
 from anynet._events import (
     CLOSE_ABNORMAL,

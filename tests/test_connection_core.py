@@ -79,7 +79,8 @@ def test_the_public_methods_are_coroutine_functions(core, name):
 async def test_the_public_methods_return_coroutines(core, name):
     # asyncio.create_task(client.recv()) and the like need real coroutines.
     method = getattr(new_connection(core), name)
-    coroutine = method("text" if name == "send_text" else b"bytes") if name.startswith("send") else method()
+    arguments = {"send": (b"bytes",), "send_text": ("text",)}.get(name, ())
+    coroutine = method(*arguments)
     assert asyncio.iscoroutine(coroutine)
     coroutine.close()
 
