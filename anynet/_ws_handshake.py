@@ -137,11 +137,14 @@ class ResponseHeadProtocol(asyncio.Protocol):
     """Writes the upgrade request, then reads the response head with httptools.
 
     ``head`` resolves to a ``ResponseHead`` or fails with ``HandshakeError``.
-    Once the head is complete, reading is paused, and ``leftover`` keeps what
-    came after the head until the WebSocket protocol takes over: the bytes of
-    the read that completed the head, and any that a transport still delivers
-    after pausing (the TLS transport of Python before 3.11 hands over the
-    rest of what it has already decrypted).
+    Once the head is complete, ``leftover`` keeps what comes after it until
+    the WebSocket protocol takes over, one loop turn later. Reading goes on
+    meanwhile (pausing and resuming would cost two system calls per
+    connection) until ``leftover`` holds more than a response head may;
+    ``reading_paused`` then tells the new protocol to resume it. A transport
+    may still deliver bytes after pausing (the TLS transport of Python before
+    3.11 hands over the rest of what it has already decrypted): they are kept
+    too.
     """
 
     def __init__(self, request: bytes) -> None:
@@ -152,6 +155,7 @@ class ResponseHeadProtocol(asyncio.Protocol):
         self._headers_complete = False
         self._received = 0
         self.leftover = bytearray()
+        self.reading_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not derive from asyncio.Transport.
@@ -162,6 +166,9 @@ class ResponseHeadProtocol(asyncio.Protocol):
         parser = self._parser
         if parser is None or self.head.done():
             self.leftover += data
+            if len(self.leftover) > MAX_RESPONSE_HEAD_SIZE and not self.reading_paused:
+                self._transport.pause_reading()
+                self.reading_paused = True
             return
         self._received += len(data)
         try:
@@ -202,7 +209,6 @@ class ResponseHeadProtocol(asyncio.Protocol):
         self._headers_complete = True
 
     def _finish(self, leftover: bytes) -> None:
-        self._transport.pause_reading()
         assert self._parser is not None
         status = self._parser.get_status_code()
         self.leftover += leftover

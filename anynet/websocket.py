@@ -243,8 +243,9 @@ async def _open_connection(
     client = WebSocketClient(is_client=True, options=options, subprotocol=subprotocol)
     transport.set_protocol(client)
     client.connection_made(transport)
-    # Resume first: the early data may fill the queue and pause reading again.
-    transport.resume_reading()
+    if head_protocol.reading_paused:
+        # Resume first: the early data may fill the queue and pause reading again.
+        transport.resume_reading()
     if head_protocol.leftover:
         client._receive_early_data(bytes(head_protocol.leftover))
     return client

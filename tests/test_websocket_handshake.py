@@ -11,7 +11,15 @@ import pytest
 
 from anynet import websocket
 from anynet._url import parse_url
-from anynet._ws_handshake import accept_value, check_request, is_valid_key
+from anynet._ws_handshake import (
+    MAX_RESPONSE_HEAD_SIZE,
+    ResponseHeadProtocol,
+    accept_value,
+    build_request,
+    check_request,
+    generate_key,
+    is_valid_key,
+)
 from rawpeer import (
     GUID,
     RawServer,
@@ -378,6 +386,72 @@ async def test_frame_sent_with_the_101_response_is_received():
             assert await asyncio.wait_for(client.recv(), TIMEOUT) == b"hello"
             assert await asyncio.wait_for(client.recv_text(), TIMEOUT) == "hi"
             await client.close()
+
+
+async def test_messages_sent_with_the_101_response_are_received_whole():
+    # More than a response head's worth: the handshake keeps what arrives
+    # until the WebSocket protocol takes over, pausing if there is too much.
+    messages = [bytes([number]) * 20_000 for number in range(10)]
+
+    def accept_and_flood(key):
+        frames = b"".join(masked_frame(0x2, message, mask=False) for message in messages)
+        return accept_response(key) + frames
+
+    async with RawServer(accept_and_flood) as server:
+        async with websocket.connect(server.url, ping_interval=None) as client:
+            for message in messages:
+                assert await asyncio.wait_for(client.recv(), TIMEOUT) == message
+            await client.close()
+
+
+async def test_a_close_sent_with_the_101_response_ends_the_connection():
+    def accept_and_leave(key):
+        close = masked_frame(0x8, struct.pack("!H", 1001) + b"bye", mask=False)
+        return accept_response(key) + close
+
+    async with RawServer(accept_and_leave) as server:
+        async with websocket.connect(
+            server.url, ping_interval=None, disconnect_timeout=0.2
+        ) as client:
+            with pytest.raises(websocket.ConnectionClosedOK):
+                await asyncio.wait_for(client.recv(), TIMEOUT)
+            await asyncio.wait_for(client.disconnect(), TIMEOUT)
+    assert (client.close_code, client.close_reason) == (1001, "bye")
+
+
+async def test_the_handshake_stops_reading_when_early_data_outgrows_a_response_head():
+    # Nothing takes over here: the bytes after the head keep coming, and the
+    # handshake protocol must stop reading rather than hold them all.
+    target = parse_url("ws://127.0.0.1/", False)
+    key = generate_key()
+    flood = masked_frame(0x2, bytes(60_000), mask=False) * 40
+
+    async def accept_and_flood(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(accept_response(key) + flood)
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(accept_and_flood, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_connection(
+        lambda: ResponseHeadProtocol(build_request(target, key, (), ())), "127.0.0.1", port
+    )
+    try:
+        assert (await asyncio.wait_for(protocol.head, TIMEOUT)).status == 101
+
+        async def paused():
+            while not protocol.reading_paused:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(paused(), TIMEOUT)
+        assert not transport.is_reading()
+        # At most one more read than a head may hold, far less than was sent.
+        assert MAX_RESPONSE_HEAD_SIZE < len(protocol.leftover) < len(flood) // 2
+    finally:
+        transport.close()
+        server.close()
 
 
 async def test_disconnect_timeout_bounds_a_peer_that_never_answers_the_close():
