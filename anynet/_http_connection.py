@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, Union
 
 import httptools
 
+from anynet._copied_reads import CopiedReads
 from anynet._http_message import HTTPHeaders, HTTPRequest, HTTPResponse, UpgradeFunction
 
 if TYPE_CHECKING:
@@ -195,7 +196,7 @@ def _host_port(address: Any) -> tuple[str, int]:
     return (address[0], address[1])
 
 
-class HTTPServerProtocol(asyncio.Protocol):
+class HTTPServerProtocol(CopiedReads):
     """Parses requests, runs the handler for each in order, writes responses."""
 
     # An upgraded connection keeps this object for its whole life (its task
@@ -244,6 +245,7 @@ class HTTPServerProtocol(asyncio.Protocol):
         self._limits = limits
         self._server = server
         self._loop = asyncio.get_running_loop()
+        super().__init__(self._loop)
         self._parser: Optional[httptools.HttpRequestParser] = httptools.HttpRequestParser(self)
         self._client = HTTPConnection(self)
 

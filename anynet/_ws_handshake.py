@@ -22,6 +22,7 @@ from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, c
 
 import httptools
 
+from anynet._copied_reads import CopiedReads
 from anynet._url import WebSocketURL
 from anynet._ws_errors import HandshakeError
 
@@ -133,7 +134,7 @@ class ResponseHead(NamedTuple):
     headers: Dict[str, str]
 
 
-class ResponseHeadProtocol(asyncio.Protocol):
+class ResponseHeadProtocol(CopiedReads):
     """Writes the upgrade request, then reads the response head with httptools.
 
     ``head`` resolves to a ``ResponseHead`` or fails with ``HandshakeError``.
@@ -148,7 +149,9 @@ class ResponseHeadProtocol(asyncio.Protocol):
     """
 
     def __init__(self, request: bytes) -> None:
-        self.head: asyncio.Future[ResponseHead] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        super().__init__(loop)
+        self.head: asyncio.Future[ResponseHead] = loop.create_future()
         self._request = request
         self._parser: Optional[httptools.HttpResponseParser] = httptools.HttpResponseParser(self)
         self._headers: Dict[str, str] = {}
