@@ -2,10 +2,10 @@
 # comments there hold here too), part of anynet._speedups so that it calls
 # the reader and writer above as C functions. The behaviour is the
 # pure-Python class's; only the helpers that nothing outside the core calls
-# (_receiver, _send_frame, _flush_pending) are C functions. What compiling
-# buys is that a read, the queueing of its messages and the wake-up of the
-# task waiting for them are one C call with no Python frame, and that
-# send() and recv() run no bytecode.
+# (_receiver, _next_message, _send_frame, _flush_pending) are C functions.
+# What compiling buys is that a read, the queueing of its messages and the
+# wake-up of the task waiting for them are one C call with no Python frame,
+# and that send() and recv() run no bytecode.
 
 from asyncio import current_task, get_running_loop
 from collections import deque
@@ -135,41 +135,24 @@ cdef class ConnectionCore:
     async def recv(self):
         """Receive the next binary message; text messages stay queued for ``recv_text``."""
         while True:
-            messages = self._messages
-            if messages:
-                if type(messages[0]) is bytes:
-                    message = messages.popleft()
-                    if self._reading_paused:
-                        self._resume_reading_if_drained()
-                    return message
-                taken = self._take(bytes)
-                if taken is not None:
-                    return taken
+            message = self._next_message(bytes)
+            if message is not None:
+                return message
             await self._receiver()
 
     async def recv_text(self):
         """Receive the next text message; binary messages stay queued for ``recv``."""
         while True:
-            messages = self._messages
-            if messages:
-                if type(messages[0]) is str:
-                    message = messages.popleft()
-                    if self._reading_paused:
-                        self._resume_reading_if_drained()
-                    return message
-                taken = self._take(str)
-                if taken is not None:
-                    return taken
+            message = self._next_message(str)
+            if message is not None:
+                return message
             await self._receiver()
 
     async def recv_message(self):
         """Receive the next message of either type: ``bytes`` for binary, ``str`` for text."""
         while True:
-            messages = self._messages
-            if messages:
-                message = messages.popleft()
-                if self._reading_paused:
-                    self._resume_reading_if_drained()
+            message = self._next_message(None)
+            if message is not None:
                 return message
             await self._receiver()
 
@@ -183,11 +166,8 @@ cdef class ConnectionCore:
         connection) raises ``ConnectionClosedError`` instead.
         """
         while True:
-            messages = self._messages
-            if messages:
-                message = messages.popleft()
-                if self._reading_paused:
-                    self._resume_reading_if_drained()
+            message = self._next_message(None)
+            if message is not None:
                 return message
             try:
                 await self._receiver()
@@ -234,15 +214,23 @@ cdef class ConnectionCore:
         receivers.append(receiver)
         return receiver
 
-    def _take(self, kind):
-        """The first queued message of class ``kind``, behind messages of the other type."""
-        for index, message in enumerate(self._messages):
-            if type(message) is kind:
-                del self._messages[index]
-                if self._reading_paused:
-                    self._resume_reading_if_drained()
-                return message
-        return None
+    cdef object _next_message(self, object kind):
+        messages = self._messages
+        if not messages:
+            return None
+        message = messages[0]
+        if kind is None or type(message) is kind:
+            messages.popleft()
+        else:
+            for index, message in enumerate(messages):
+                if type(message) is kind:
+                    del messages[index]
+                    break
+            else:
+                return None
+        if self._reading_paused:
+            self._resume_reading_if_drained()
+        return message
 
     def _pause_reading(self):
         self._reading_paused = True

@@ -169,45 +169,25 @@ class ConnectionCore:
 
     async def recv(self) -> bytes:
         """Receive the next binary message; text messages stay queued for ``recv_text``."""
-        # The wait is inline rather than in a helper shared with recv_text:
-        # in ping-pong traffic this is every message's path, and a helper
-        # coroutine would cost a frame each time.
         while True:
-            messages = self._messages
-            if messages:
-                if messages[0].__class__ is bytes:
-                    message = messages.popleft()
-                    if self._reading_paused:
-                        self._resume_reading_if_drained()
-                    return message  # type: ignore[return-value]  # the class check narrows it
-                taken = self._take(bytes)
-                if taken is not None:
-                    return taken  # type: ignore[return-value]  # _take checked the class
+            message = self._next_message(bytes)
+            if message is not None:
+                return message  # type: ignore[return-value]  # of the class asked for
             await self._receiver()
 
     async def recv_text(self) -> str:
         """Receive the next text message; binary messages stay queued for ``recv``."""
         while True:
-            messages = self._messages
-            if messages:
-                if messages[0].__class__ is str:
-                    message = messages.popleft()
-                    if self._reading_paused:
-                        self._resume_reading_if_drained()
-                    return message  # type: ignore[return-value]  # the class check narrows it
-                taken = self._take(str)
-                if taken is not None:
-                    return taken  # type: ignore[return-value]  # _take checked the class
+            message = self._next_message(str)
+            if message is not None:
+                return message  # type: ignore[return-value]  # of the class asked for
             await self._receiver()
 
     async def recv_message(self) -> Message:
         """Receive the next message of either type: ``bytes`` for binary, ``str`` for text."""
         while True:
-            messages = self._messages
-            if messages:
-                message = messages.popleft()
-                if self._reading_paused:
-                    self._resume_reading_if_drained()
+            message = self._next_message(None)
+            if message is not None:
                 return message
             await self._receiver()
 
@@ -221,11 +201,8 @@ class ConnectionCore:
         connection) raises ``ConnectionClosedError`` instead.
         """
         while True:
-            messages = self._messages
-            if messages:
-                message = messages.popleft()
-                if self._reading_paused:
-                    self._resume_reading_if_drained()
+            message = self._next_message(None)
+            if message is not None:
                 return message
             try:
                 await self._receiver()
@@ -285,16 +262,25 @@ class ConnectionCore:
         receivers.append(receiver)
         return receiver
 
-    def _take(self, kind: type) -> Optional[Message]:
-        """The first queued message of class ``kind``, behind messages of the other type."""
-        assert self._messages is not None
-        for index, message in enumerate(self._messages):
-            if message.__class__ is kind:
-                del self._messages[index]
-                if self._reading_paused:
-                    self._resume_reading_if_drained()
-                return message
-        return None
+    def _next_message(self, kind: Optional[type]) -> Optional[Message]:
+        """Take the first queued message of class ``kind`` (of either with
+        None), passing over messages of the other; None if there is none."""
+        messages = self._messages
+        if not messages:
+            return None
+        message = messages[0]
+        if kind is None or message.__class__ is kind:
+            messages.popleft()
+        else:
+            for index, message in enumerate(messages):
+                if message.__class__ is kind:
+                    del messages[index]
+                    break
+            else:
+                return None
+        if self._reading_paused:
+            self._resume_reading_if_drained()
+        return message
 
     def _pause_reading(self) -> None:
         assert self._transport is not None
