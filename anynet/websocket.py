@@ -28,7 +28,8 @@ headers). ``broadcast(server.clients, message)`` encodes a message once and
 writes it to every open connection.
 
 ``connect``, ``serve`` and ``route`` take these keyword-only limits (a peer
-can never make a connection spend more than they allow):
+can never make a connection spend more than they allow); an option has the
+same name, default and meaning wherever it appears:
 
 * ``max_message_size``: largest message accepted, in bytes (default 1 MiB;
   ``None`` for no limit). A bigger one closes the connection with 1009.
@@ -41,8 +42,10 @@ can never make a connection spend more than they allow):
 * ``disconnect_timeout``: seconds the closing handshake and the TCP close
   may take before the connection is dropped (``None``, the default, means
   5 seconds).
-* ``handshake_timeout``: seconds the opening handshake may take (default
-  10); on the client side the TCP and TLS connection is included.
+* ``handshake_timeout`` (``connect`` and ``serve``): seconds the opening
+  handshake may take (default 10; ``None`` means the default, as for
+  ``disconnect_timeout``: a handshake is always bounded); on the client side
+  the TCP and TLS connection is included.
 * ``ping_interval`` / ``ping_timeout``: keepalive. A ping is sent after
   ``ping_interval`` seconds (default 20) and a peer whose pong does not come
   within ``ping_timeout`` seconds (default 20) is disconnected with 1011.
@@ -106,9 +109,8 @@ from anynet._ws_options import (
     DEFAULT_PING_TIMEOUT,
     DEFAULT_WRITE_LIMIT,
     ConnectionOptions,
-    connection_options,
-    optional_seconds,
-    positive_seconds,
+    connection_options_from,
+    handshake_seconds,
 )
 from anynet._ws_protocol import WebSocketClient, broadcast
 
@@ -171,10 +173,8 @@ async def connect(
     target = parse_url(url, context is not None)
     offer = check_subprotocols(protocols)
     extra_headers = check_extra_headers(headers)
-    options = connection_options(
-        max_message_size, max_queue, write_limit, disconnect_timeout, ping_interval, ping_timeout
-    )
-    timeout = optional_seconds("handshake_timeout", handshake_timeout)
+    options = connection_options_from(locals())
+    timeout = handshake_seconds(handshake_timeout)
     if target.secure and context is None:
         context = _default_client_context()
     client = await _open_connection(target, context, offer, extra_headers, options, timeout)
@@ -204,7 +204,7 @@ async def _open_connection(
     offer: Sequence[str],
     extra_headers: Sequence[Tuple[str, str]],
     options: ConnectionOptions,
-    timeout: Optional[float],
+    timeout: float,
 ) -> WebSocketClient:
     loop = asyncio.get_running_loop()
     key = generate_key()
@@ -279,7 +279,7 @@ async def serve(
     path: str = "/",
     protocol: Optional[str] = None,
     disconnect_timeout: Optional[float] = None,
-    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    handshake_timeout: Optional[float] = DEFAULT_HANDSHAKE_TIMEOUT,
     max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE,
     max_queue: Optional[int] = DEFAULT_MAX_QUEUE,
     write_limit: int = DEFAULT_WRITE_LIMIT,
@@ -313,10 +313,8 @@ async def serve(
     _check_handler(handler)
     _check_context(context)
     _check_protocol(protocol)
-    options = connection_options(
-        max_message_size, max_queue, write_limit, disconnect_timeout, ping_interval, ping_timeout
-    )
-    head_timeout = positive_seconds("handshake_timeout", handshake_timeout)
+    options = connection_options_from(locals())
+    head_timeout = handshake_seconds(handshake_timeout)
     async with http.serve_router(
         host,
         port,
@@ -355,9 +353,7 @@ async def route(
     """
     _check_handler(handler)
     _check_protocol(protocol)
-    options = connection_options(
-        max_message_size, max_queue, write_limit, disconnect_timeout, ping_interval, ping_timeout
-    )
+    options = connection_options_from(locals())
     async with _route(handler, router, path, protocol, options) as server:
         yield server
 
