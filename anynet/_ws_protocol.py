@@ -305,16 +305,6 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
             self._write(self._writer.encode(OP_PONG, ping))
         _wake(self._drainers)
 
-    def _receive_early_data(self, data: bytes) -> None:
-        """Feed bytes that arrived with the handshake response, as a read would."""
-        view = memoryview(data)
-        while view and self._receiving:
-            buffer = self._reader.get_buffer(len(view))
-            count = min(len(buffer), len(view))
-            buffer[:count] = view[:count]
-            self.buffer_updated(count)
-            view = view[count:]
-
     # ------------------------------------------------------------------
     # Receiving
 

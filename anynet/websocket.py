@@ -83,6 +83,7 @@ from typing import (
 
 from anynet import http, tls
 from anynet._events import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL
+from anynet._handover import hand_over
 from anynet._url import WebSocketURL, parse_url
 from anynet._ws_errors import (
     ConnectionClosed,
@@ -241,13 +242,13 @@ async def _open_connection(
         ) from None
 
     client = WebSocketClient(is_client=True, options=options, subprotocol=subprotocol)
-    transport.set_protocol(client)
-    client.connection_made(transport)
-    if head_protocol.reading_paused:
-        # Resume first: the early data may fill the queue and pause reading again.
-        transport.resume_reading()
-    if head_protocol.leftover:
-        client._receive_early_data(bytes(head_protocol.leftover))
+    hand_over(
+        transport,
+        client,
+        bytes(head_protocol.leftover),
+        reading_paused=head_protocol.reading_paused,
+        writing_paused=False,
+    )
     return client
 
 
