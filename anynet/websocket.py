@@ -70,6 +70,7 @@ import logging
 import re
 import sys
 from typing import (
+    Any,
     AsyncIterator,
     Awaitable,
     Callable,
@@ -85,6 +86,7 @@ from anynet import http, tls
 from anynet._events import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL
 from anynet._handover import hand_over
 from anynet._url import WebSocketURL, parse_url
+from anynet._ws_admission import Admission, RequestHook, allowed_origins, check_request_hook
 from anynet._ws_errors import (
     ConnectionClosed,
     ConnectionClosedError,
@@ -255,10 +257,10 @@ async def _open_connection(
 class WebSocketServer:
     """What ``serve`` and ``route`` yield: the endpoint and its open connections."""
 
-    def __init__(self, router: http.HTTPRouter, path: str) -> None:
+    def __init__(self, router: http.HTTPRouter, path: str, clients: Set[WebSocketClient]) -> None:
         self.router = router
         self.path = path
-        self._clients: Set[WebSocketClient] = set()
+        self._clients = clients
 
     @property
     def clients(self) -> FrozenSet[WebSocketClient]:
@@ -279,6 +281,8 @@ async def serve(
     *,
     path: str = "/",
     protocol: Optional[str] = None,
+    origins: Optional[Sequence[Optional[str]]] = None,
+    process_request: Optional[RequestHook] = None,
     disconnect_timeout: Optional[float] = None,
     handshake_timeout: Optional[float] = DEFAULT_HANDSHAKE_TIMEOUT,
     max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE,
@@ -301,7 +305,22 @@ async def serve(
 
     ``protocol`` is the subprotocol the server speaks: clients that do not
     offer it are refused with 400. ``handshake_timeout`` bounds the time a
-    client may take to send its upgrade request. At the end of the
+    client may take to send its upgrade request.
+
+    Before the upgrade, two checks may refuse a request, so that the handler
+    never runs for it. ``origins`` lists the ``Origin`` values allowed
+    (``"https://game.example"``; ``None`` in the list allows requests
+    without an Origin header, i.e. clients other than browsers); any other
+    origin gets 403. Scheme and host compare case-insensitively and a
+    default port may be written or not (RFC 6454). Browsers always send
+    their page's origin, so a browser-facing server should set this: without
+    it any web page can open connections with its visitors' cookies. Then
+    ``process_request(request)``, a function or an ``async`` function of the
+    ``anynet.http.HTTPRequest``, may return an ``anynet.http.HTTPResponse``
+    to send instead of the upgrade (its status, headers and body; e.g. 401
+    for a missing token, 503 during maintenance), or ``None`` to go on. If it
+    raises or returns anything else, the client gets 500 and the error is
+    logged. At the end of the
     ``async with`` block, open connections are closed with 1001 (going
     away), within ``disconnect_timeout``.
 
@@ -311,10 +330,8 @@ async def serve(
     port) and ``backlog`` are passed to the HTTP server.
     """
     # Every argument is checked before the server starts listening.
-    _check_handler(handler)
     _check_context(context)
-    _check_protocol(protocol)
-    options = connection_options_from(locals())
+    endpoint = _endpoint(handler, locals())
     head_timeout = handshake_seconds(handshake_timeout)
     async with http.serve_router(
         host,
@@ -324,7 +341,7 @@ async def serve(
         reuse_port=reuse_port,
         backlog=backlog,
     ) as router:
-        async with _route(handler, router, path, protocol, options) as server:
+        async with _route(router, path, endpoint) as server:
             yield server
 
 
@@ -335,6 +352,8 @@ async def route(
     path: str,
     *,
     protocol: Optional[str] = None,
+    origins: Optional[Sequence[Optional[str]]] = None,
+    process_request: Optional[RequestHook] = None,
     disconnect_timeout: Optional[float] = None,
     max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE,
     max_queue: Optional[int] = DEFAULT_MAX_QUEUE,
@@ -346,29 +365,34 @@ async def route(
 
     The route is an ordinary HTTP route whose response upgrades the
     connection; other routes of the router keep answering plain HTTP.
-    ``handler``, ``protocol`` and the limits are as for ``serve``; the
-    handler's ``client.request`` is the HTTP request of the handshake. At the
+    ``handler``, ``protocol``, ``origins``, ``process_request`` and the
+    limits are as for ``serve``; the handler's ``client.request`` is the HTTP
+    request of the handshake. At the
     end of the ``async with`` block the route is removed and open
     connections are closed with 1001 (going away), within
     ``disconnect_timeout``.
     """
-    _check_handler(handler)
-    _check_protocol(protocol)
-    options = connection_options_from(locals())
-    async with _route(handler, router, path, protocol, options) as server:
+    endpoint = _endpoint(handler, locals())
+    async with _route(router, path, endpoint) as server:
         yield server
+
+
+def _endpoint(handler: Handler, arguments: Mapping[str, Any]) -> _Endpoint:
+    """The endpoint of ``serve``/``route``, from their arguments (``locals()``)."""
+    _check_handler(handler)
+    protocol = arguments["protocol"]
+    _check_protocol(protocol)
+    hook = arguments["process_request"]
+    check_request_hook(hook)
+    admission = Admission(allowed_origins(arguments["origins"]), hook)
+    return _Endpoint(handler, protocol, admission, connection_options_from(arguments))
 
 
 @contextlib.asynccontextmanager
 async def _route(
-    handler: Handler,
-    router: http.HTTPRouter,
-    path: str,
-    protocol: Optional[str],
-    options: ConnectionOptions,
+    router: http.HTTPRouter, path: str, endpoint: _Endpoint
 ) -> AsyncIterator[WebSocketServer]:
-    server = WebSocketServer(router, path)
-    endpoint = _Endpoint(handler, protocol, options, server._clients)
+    server = WebSocketServer(router, path, endpoint.clients)
     try:
         with router.route(path, endpoint.answer):
             yield server
@@ -383,15 +407,19 @@ class _Endpoint:
         self,
         handler: Handler,
         protocol: Optional[str],
+        admission: Admission,
         options: ConnectionOptions,
-        clients: Set[WebSocketClient],
     ) -> None:
         self._handler = handler
         self._protocol = protocol
+        self._admission = admission
         self._options = options
-        self._clients = clients
+        self.clients: Set[WebSocketClient] = set()
 
     async def answer(self, client: http.HTTPConnection, request: http.HTTPRequest) -> http.HTTPResponse:
+        refusal = await self._admission.refusal(request)
+        if refusal is not None:
+            return refusal
         verdict = check_request(request.method, request.version, request.headers, self._protocol)
         response = http.HTTPResponse(verdict.status)
         for name, value in verdict.headers:
@@ -416,7 +444,7 @@ class _Endpoint:
         except ConnectionResetError:
             logger.debug("client left before the WebSocket upgrade on %s", request.path)
             return
-        self._clients.add(connection)
+        self.clients.add(connection)
         try:
             code = CLOSE_NORMAL
             try:
@@ -432,10 +460,10 @@ class _Endpoint:
             connection._close_now(CLOSE_GOING_AWAY, "")
             raise
         finally:
-            self._clients.discard(connection)
+            self.clients.discard(connection)
 
     async def close_all(self) -> None:
-        connections = list(self._clients)
+        connections = list(self.clients)
         if connections:
             await asyncio.gather(
                 *(connection.disconnect(CLOSE_GOING_AWAY) for connection in connections),
