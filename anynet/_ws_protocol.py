@@ -29,7 +29,6 @@ from typing import (
     TYPE_CHECKING,
     Any,
     Dict,
-    Iterable,
     List,
     Optional,
     Tuple,
@@ -51,10 +50,8 @@ from anynet._events import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_NO_STATUS,
     CLOSE_NORMAL,
-    OP_BINARY,
     OP_PING,
     OP_PONG,
-    OP_TEXT,
     Close,
     Ping,
     Pong,
@@ -256,6 +253,28 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         state = {OPEN: "open", CLOSING: "closing", CLOSED: "closed"}[self._state]
         host, port = self._remote_address
         return f"<WebSocketClient {role} side, peer {host}:{port}, {state}>"
+
+    # ------------------------------------------------------------------
+    # What broadcast (anynet._broadcast) asks of a connection: these and
+    # ``_write`` are all it uses, so the state behind them can change freely.
+
+    def _is_open(self) -> bool:
+        """Whether frames may still be sent: no Close sent or received yet."""
+        return self._state is OPEN
+
+    def _is_over_write_limit(self) -> bool:
+        """Whether more than ``write_limit`` bytes wait in the transport."""
+        return self._writing_paused
+
+    def _masks_frames(self) -> bool:
+        """Whether every frame needs a mask of its own (the client side)."""
+        return self._is_client
+
+    def _encode_frame(
+        self, opcode: int, payload: Union[bytes, bytearray, memoryview, str]
+    ) -> bytes:
+        """One complete frame for this connection."""
+        return self._writer.encode(opcode, payload)
 
     # ------------------------------------------------------------------
     # asyncio.BufferedProtocol
@@ -618,34 +637,3 @@ def _truncate_reason(reason: str) -> str:
     if len(encoded) <= _MAX_CLOSE_REASON:
         return reason
     return encoded[:_MAX_CLOSE_REASON].decode("utf-8", "ignore")
-
-
-def broadcast(clients: Iterable[WebSocketClient], message: Union[bytes, str]) -> int:
-    """Send ``message`` to every open connection in ``clients`` without waiting.
-
-    A server frame is not masked, so the frame is encoded once and written
-    to every server-side connection. Returns how many connections were sent
-    the message: a connection that is closing, or whose send buffer is over
-    its ``write_limit`` (a peer that does not keep up), is skipped rather
-    than allowed to buffer without bound.
-    """
-    if isinstance(message, str):
-        opcode = OP_TEXT
-    elif isinstance(message, (bytes, bytearray, memoryview)):
-        opcode = OP_BINARY
-    else:
-        raise TypeError(f"broadcast() takes bytes or str, not {type(message).__name__}")
-    frame: Optional[bytes] = None
-    sent = 0
-    for client in clients:
-        if client._state is not OPEN or client._writing_paused:
-            continue
-        if client._is_client:
-            # A client frame needs a fresh mask every time.
-            client._write(client._writer.encode(opcode, message))
-        else:
-            if frame is None:
-                frame = client._writer.encode(opcode, message)
-            client._write(frame)
-        sent += 1
-    return sent

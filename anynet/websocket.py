@@ -79,6 +79,7 @@ from typing import (
 )
 
 from anynet import http, tls
+from anynet._broadcast import broadcast
 from anynet._events import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL
 from anynet._url import WebSocketURL, parse_url
 from anynet._ws_errors import (
@@ -110,7 +111,7 @@ from anynet._ws_options import (
     optional_seconds,
     positive_seconds,
 )
-from anynet._ws_protocol import WebSocketClient, broadcast
+from anynet._ws_protocol import WebSocketClient
 
 __all__ = [
     "ConnectionClosed",
