@@ -28,6 +28,7 @@ import weakref
 from typing import (
     TYPE_CHECKING,
     Any,
+    Callable,
     Dict,
     List,
     Optional,
@@ -50,6 +51,7 @@ from anynet._events import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_NO_STATUS,
     CLOSE_NORMAL,
+    CLOSE_TRY_AGAIN_LATER,
     OP_PING,
     OP_PONG,
     Close,
@@ -120,6 +122,7 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         "_keepalive_payload",
         "_keepalive_timer",
         "_unanswered_ping",
+        "_skipped_messages",
     )
 
     def __init__(
@@ -156,6 +159,7 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         self._keepalive_payload: Optional[bytes] = None
         self._keepalive_timer: Optional[asyncio.TimerHandle] = None
         self._unanswered_ping: Optional[bytes] = None
+        self._skipped_messages = 0
 
     # ------------------------------------------------------------------
     # The application's interface
@@ -275,6 +279,44 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
     ) -> bytes:
         """One complete frame for this connection."""
         return self._writer.encode(opcode, payload)
+
+    def _unsent_bytes(self) -> int:
+        """Bytes written but not yet sent: the transport's buffer and ours."""
+        transport = self._transport
+        buffered = 0 if transport is None else transport.get_write_buffer_size()
+        return buffered + self._pending_size
+
+    def _missed_broadcast(self) -> None:
+        self._skipped_messages += 1
+
+    def _close_overloaded(self, reason: str) -> None:
+        """Close with 1013 at once: what was written still goes first, then the Close."""
+        self._close_now(CLOSE_TRY_AGAIN_LATER, reason)
+
+    async def _until_writable(self) -> None:
+        """Return once at most ``write_limit`` bytes wait, or the connection closed."""
+        if self._writing_paused and self._state is OPEN:
+            try:
+                await self._wait_for_writing()
+            except ConnectionClosed:
+                pass
+
+    def _call_when_closed(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (once) when the connection is lost or closed."""
+        if self._transport_lost:
+            self._loop.call_soon(callback)
+            return
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        waiter.add_done_callback(lambda _: callback())
+        if self._closed_waiters is None:
+            self._closed_waiters = []
+        self._closed_waiters.append(waiter)
+
+    @property
+    def skipped_messages(self) -> int:
+        """How many broadcasts with the skip policy this connection has missed
+        because its send buffer was over ``write_limit``."""
+        return self._skipped_messages
 
     # ------------------------------------------------------------------
     # asyncio.BufferedProtocol

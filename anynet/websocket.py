@@ -79,7 +79,7 @@ from typing import (
 )
 
 from anynet import http, tls
-from anynet._broadcast import broadcast
+from anynet._broadcast import DEFAULT_MAX_BACKLOG, BroadcastResult, DeliveryPolicy, broadcast
 from anynet._events import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL
 from anynet._url import WebSocketURL, parse_url
 from anynet._ws_errors import (
@@ -114,9 +114,12 @@ from anynet._ws_options import (
 from anynet._ws_protocol import WebSocketClient
 
 __all__ = [
+    "DEFAULT_MAX_BACKLOG",
+    "BroadcastResult",
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
+    "DeliveryPolicy",
     "HandshakeError",
     "WSError",
     "WSTimeoutError",
