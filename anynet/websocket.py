@@ -83,6 +83,7 @@ from typing import (
 )
 
 from anynet import http, tls
+from anynet._broadcast import DEFAULT_MAX_BACKLOG, BroadcastResult, DeliveryPolicy, broadcast
 from anynet._events import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL
 from anynet._handover import hand_over
 from anynet._url import WebSocketURL, parse_url
@@ -115,12 +116,15 @@ from anynet._ws_options import (
     connection_options_from,
     handshake_seconds,
 )
-from anynet._ws_protocol import WebSocketClient, broadcast
+from anynet._ws_protocol import WebSocketClient
 
 __all__ = [
+    "DEFAULT_MAX_BACKLOG",
+    "BroadcastResult",
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
+    "DeliveryPolicy",
     "HandshakeError",
     "WSError",
     "WSTimeoutError",
