@@ -52,7 +52,9 @@ can never make a connection spend more than they allow):
 Errors are ``WSError`` subclasses: ``ConnectionClosed`` (``ConnectionClosedOK``
 or ``ConnectionClosedError``, with ``code`` and ``reason``) from every
 ``send``/``recv`` once the connection is closed; ``HandshakeError`` (with the
-HTTP ``status``) when the server refuses the connection; ``WSTimeoutError``
+HTTP ``status``) when the server refuses the connection, or when the URL's
+scheme does not match the server (``wss://`` to a plain server or ``ws://``
+to a TLS one: the message names the other scheme); ``WSTimeoutError``
 (also a ``TimeoutError``) when the opening handshake takes too long. Network
 failures while connecting (refused, unreachable, a TLS certificate that does
 not verify) propagate as the ``OSError`` the operating system reported.
@@ -63,8 +65,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import logging
 import re
+import ssl
 import sys
 from typing import (
     AsyncIterator,
@@ -89,6 +93,7 @@ from anynet._ws_errors import (
     WSError,
     WSTimeoutError,
 )
+from anynet._ws_handler import check_handler
 from anynet._ws_handshake import (
     ResponseHeadProtocol,
     build_request,
@@ -167,7 +172,12 @@ async def connect(
     1000; 1011 if the block raised an exception), bounded by
     ``disconnect_timeout``.
     """
-    _check_context(context)
+    if context is not None and not isinstance(context, tls.TLSContext):
+        hint = f", e.g. ws://{url}:{context}/" if isinstance(url, str) and type(context) is int else ""
+        raise TypeError(
+            f"connect() takes a URL like ws://host:port/path{hint}; its second argument is an "
+            f"optional anynet.tls.TLSContext, not {type(context).__name__}"
+        )
     target = parse_url(url, context is not None)
     offer = check_subprotocols(protocols)
     extra_headers = check_extra_headers(headers)
@@ -191,6 +201,13 @@ async def connect(
         await client.disconnect()
 
 
+# What OpenSSL reports when the answer to its ClientHello is not a TLS record
+# (typically a plain HTTP server's "400 Bad Request").
+_NOT_TLS_REASONS = frozenset(
+    ("WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "PACKET_LENGTH_TOO_LONG", "RECORD_LAYER_FAILURE")
+)
+
+
 @functools.lru_cache(maxsize=None)
 def _default_client_context() -> tls.TLSContext:
     """The context of ``wss://`` without one: built once, as loading the
@@ -212,13 +229,21 @@ async def _open_connection(
     ssl_context = context.get(server=False) if context is not None and target.secure else None
 
     async def handshake() -> Tuple[asyncio.Transport, ResponseHeadProtocol, Optional[str]]:
-        transport, protocol = await loop.create_connection(
-            lambda: ResponseHeadProtocol(request),
-            target.host,
-            target.port,
-            ssl=ssl_context,
-            server_hostname=target.host if ssl_context is not None else None,
-        )
+        try:
+            transport, protocol = await loop.create_connection(
+                lambda: ResponseHeadProtocol(request, over_tls=ssl_context is not None),
+                target.host,
+                target.port,
+                ssl=ssl_context,
+                server_hostname=target.host if ssl_context is not None else None,
+            )
+        except ssl.SSLError as error:
+            if error.reason in _NOT_TLS_REASONS:
+                raise HandshakeError(
+                    f"the server did not answer the TLS handshake with TLS ({error.reason}): "
+                    "it probably does not speak TLS, so connect with ws:// instead of wss://"
+                ) from error
+            raise
         try:
             head = await protocol.head
             subprotocol = check_response(head, key, offer)
@@ -258,6 +283,7 @@ class WebSocketServer:
         self.router = router
         self.path = path
         self._clients: Set[WebSocketClient] = set()
+        self._ended = False
 
     @property
     def clients(self) -> FrozenSet[WebSocketClient]:
@@ -266,6 +292,11 @@ class WebSocketServer:
 
     def local_address(self) -> Tuple[str, int]:
         """The address the server is bound to (for a router that belongs to a server)."""
+        if self._ended:
+            raise RuntimeError(
+                "the server's `async with` block has ended, so it is no longer listening: "
+                "read local_address() inside the block"
+            )
         return self.router.local_address()
 
 
@@ -294,7 +325,8 @@ async def serve(
     interface; port 0 lets the operating system choose (read it from
     ``server.local_address()``). ``context`` secures the server with TLS.
     Each accepted connection is given to ``handler``, an ``async`` function
-    taking the ``WebSocketClient``. When ``handler`` returns, the closing
+    taking the ``WebSocketClient`` (a handler that certainly cannot work, such
+    as a plain ``def`` or one with other parameters, raises ``TypeError`` here). When ``handler`` returns, the closing
     handshake starts (code 1000), bounded by ``disconnect_timeout``; if it
     raises, the exception is logged and the code is 1011.
 
@@ -310,7 +342,7 @@ async def serve(
     port) and ``backlog`` are passed to the HTTP server.
     """
     # Every argument is checked before the server starts listening.
-    _check_handler(handler)
+    check_handler(handler)
     _check_context(context)
     _check_protocol(protocol)
     options = connection_options(
@@ -353,7 +385,7 @@ async def route(
     connections are closed with 1001 (going away), within
     ``disconnect_timeout``.
     """
-    _check_handler(handler)
+    check_handler(handler)
     _check_protocol(protocol)
     options = connection_options(
         max_message_size, max_queue, write_limit, disconnect_timeout, ping_interval, ping_timeout
@@ -376,6 +408,7 @@ async def _route(
         with router.route(path, endpoint.answer):
             yield server
     finally:
+        server._ended = True
         await endpoint.close_all()
 
 
@@ -423,7 +456,17 @@ class _Endpoint:
         try:
             code = CLOSE_NORMAL
             try:
-                await self._handler(connection)
+                running = self._handler(connection)
+                if inspect.isawaitable(running):
+                    await running
+                else:
+                    logger.error(
+                        "the WebSocket handler %r returned %r, not an awaitable; "
+                        "a handler is an `async def handler(client)`",
+                        self._handler,
+                        running,
+                    )
+                    code = CLOSE_INTERNAL_ERROR
             except ConnectionClosed:
                 pass  # the usual way a handler learns that its peer left
             except Exception:
@@ -444,11 +487,6 @@ class _Endpoint:
                 *(connection.disconnect(CLOSE_GOING_AWAY) for connection in connections),
                 return_exceptions=True,
             )
-
-
-def _check_handler(handler: Handler) -> None:
-    if not callable(handler):
-        raise TypeError(f"the handler must be an async function, not {type(handler).__name__}")
 
 
 def _check_protocol(protocol: Optional[str]) -> None:
