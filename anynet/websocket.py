@@ -504,4 +504,4 @@ def _check_context(context: Optional[tls.TLSContext]) -> None:
 if __name__ == "__main__":
     from anynet._cli import main
 
-    raise SystemExit(main())
+    raise SystemExit(main(prog="python -m anynet.websocket"))
