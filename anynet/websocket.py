@@ -55,7 +55,9 @@ same name, default and meaning wherever it appears:
 Errors are ``WSError`` subclasses: ``ConnectionClosed`` (``ConnectionClosedOK``
 or ``ConnectionClosedError``, with ``code`` and ``reason``) from every
 ``send``/``recv`` once the connection is closed; ``HandshakeError`` (with the
-HTTP ``status``) when the server refuses the connection; ``WSTimeoutError``
+HTTP ``status``) when the server refuses the connection, or when the URL's
+scheme does not match the server (``wss://`` to a plain server or ``ws://``
+to a TLS one: the message names the other scheme); ``WSTimeoutError``
 (also a ``TimeoutError``) when the opening handshake takes too long. Network
 failures while connecting (refused, unreachable, a TLS certificate that does
 not verify) propagate as the ``OSError`` the operating system reported.
@@ -66,8 +68,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import logging
 import re
+import ssl
 import sys
 from typing import (
     Any,
@@ -96,6 +100,7 @@ from anynet._ws_errors import (
     WSError,
     WSTimeoutError,
 )
+from anynet._ws_handler import check_handler
 from anynet._ws_handshake import (
     ResponseHeadProtocol,
     build_request,
@@ -176,7 +181,12 @@ async def connect(
     1000; 1011 if the block raised an exception), bounded by
     ``disconnect_timeout``.
     """
-    _check_context(context)
+    if context is not None and not isinstance(context, tls.TLSContext):
+        hint = f", e.g. ws://{url}:{context}/" if isinstance(url, str) and type(context) is int else ""
+        raise TypeError(
+            f"connect() takes a URL like ws://host:port/path{hint}; its second argument is an "
+            f"optional anynet.tls.TLSContext, not {type(context).__name__}"
+        )
     target = parse_url(url, context is not None)
     offer = check_subprotocols(protocols)
     extra_headers = check_extra_headers(headers)
@@ -196,6 +206,13 @@ async def connect(
         raise
     else:
         await client.disconnect()
+
+
+# What OpenSSL reports when the answer to its ClientHello is not a TLS record
+# (typically a plain HTTP server's "400 Bad Request").
+_NOT_TLS_REASONS = frozenset(
+    ("WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "PACKET_LENGTH_TOO_LONG", "RECORD_LAYER_FAILURE")
+)
 
 
 @functools.lru_cache(maxsize=None)
@@ -219,13 +236,21 @@ async def _open_connection(
     ssl_context = context.get(server=False) if context is not None and target.secure else None
 
     async def handshake() -> Tuple[asyncio.Transport, ResponseHeadProtocol, Optional[str]]:
-        transport, protocol = await loop.create_connection(
-            lambda: ResponseHeadProtocol(request),
-            target.host,
-            target.port,
-            ssl=ssl_context,
-            server_hostname=target.host if ssl_context is not None else None,
-        )
+        try:
+            transport, protocol = await loop.create_connection(
+                lambda: ResponseHeadProtocol(request, over_tls=ssl_context is not None),
+                target.host,
+                target.port,
+                ssl=ssl_context,
+                server_hostname=target.host if ssl_context is not None else None,
+            )
+        except ssl.SSLError as error:
+            if error.reason in _NOT_TLS_REASONS:
+                raise HandshakeError(
+                    f"the server did not answer the TLS handshake with TLS ({error.reason}): "
+                    "it probably does not speak TLS, so connect with ws:// instead of wss://"
+                ) from error
+            raise
         try:
             head = await protocol.head
             subprotocol = check_response(head, key, offer)
@@ -265,6 +290,7 @@ class WebSocketServer:
         self.router = router
         self.path = path
         self._clients = clients
+        self._ended = False
 
     @property
     def clients(self) -> FrozenSet[WebSocketClient]:
@@ -273,6 +299,11 @@ class WebSocketServer:
 
     def local_address(self) -> Tuple[str, int]:
         """The address the server is bound to (for a router that belongs to a server)."""
+        if self._ended:
+            raise RuntimeError(
+                "the server's `async with` block has ended, so it is no longer listening: "
+                "read local_address() inside the block"
+            )
         return self.router.local_address()
 
 
@@ -303,7 +334,8 @@ async def serve(
     interface; port 0 lets the operating system choose (read it from
     ``server.local_address()``). ``context`` secures the server with TLS.
     Each accepted connection is given to ``handler``, an ``async`` function
-    taking the ``WebSocketClient``. When ``handler`` returns, the closing
+    taking the ``WebSocketClient`` (a handler that certainly cannot work, such
+    as a plain ``def`` or one with other parameters, raises ``TypeError`` here). When ``handler`` returns, the closing
     handshake starts (code 1000), bounded by ``disconnect_timeout``; if it
     raises, the exception is logged and the code is 1011.
 
@@ -383,7 +415,7 @@ async def route(
 
 def _endpoint(handler: Handler, arguments: Mapping[str, Any]) -> _Endpoint:
     """The endpoint of ``serve``/``route``, from their arguments (``locals()``)."""
-    _check_handler(handler)
+    check_handler(handler)
     protocol = arguments["protocol"]
     _check_protocol(protocol)
     hook = arguments["process_request"]
@@ -401,6 +433,7 @@ async def _route(
         with router.route(path, endpoint.answer):
             yield server
     finally:
+        server._ended = True
         await endpoint.close_all()
 
 
@@ -452,7 +485,17 @@ class _Endpoint:
         try:
             code = CLOSE_NORMAL
             try:
-                await self._handler(connection)
+                running = self._handler(connection)
+                if inspect.isawaitable(running):
+                    await running
+                else:
+                    logger.error(
+                        "the WebSocket handler %r returned %r, not an awaitable; "
+                        "a handler is an `async def handler(client)`",
+                        self._handler,
+                        running,
+                    )
+                    code = CLOSE_INTERNAL_ERROR
             except ConnectionClosed:
                 pass  # the usual way a handler learns that its peer left
             except Exception:
@@ -475,11 +518,6 @@ class _Endpoint:
             )
 
 
-def _check_handler(handler: Handler) -> None:
-    if not callable(handler):
-        raise TypeError(f"the handler must be an async function, not {type(handler).__name__}")
-
-
 def _check_protocol(protocol: Optional[str]) -> None:
     if protocol is not None and (not isinstance(protocol, str) or not _TOKEN.fullmatch(protocol)):
         raise ValueError(f"invalid subprotocol name: {protocol!r}")
@@ -495,4 +533,4 @@ def _check_context(context: Optional[tls.TLSContext]) -> None:
 if __name__ == "__main__":
     from anynet._cli import main
 
-    raise SystemExit(main())
+    raise SystemExit(main(prog="python -m anynet.websocket"))
