@@ -85,8 +85,10 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
     ``async for message in client`` (``bytes`` for binary messages, ``str``
     for text), or by type with ``recv()`` and ``recv_text()``; a message of
     the other type stays queued for the other method. Every unread message
-    counts toward ``max_queue``, so an application that reads one type only
-    must not be sent the other.
+    counts toward ``max_queue``: when that many wait and none is of the type
+    ``recv()`` or ``recv_text()`` asks for, reading has stopped and none can
+    arrive, so the receive raises ``MessageTypeError`` (the messages stay
+    queued for ``recv_message()``) instead of waiting forever.
 
     ``subprotocol`` is the negotiated subprotocol (or ``None``). On the
     server side, ``request`` is the ``anynet.http.HTTPRequest`` of the
