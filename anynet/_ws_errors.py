@@ -43,6 +43,13 @@ class ConnectionClosedError(ConnectionClosed):
     """The connection ended abnormally: an error code, a protocol violation, or no handshake."""
 
 
+class MessageCallbackSet(WSError):
+    """A receive method was called while a message callback is set: messages go to the callback.
+
+    ``set_message_callback(None)`` returns the connection to receive methods.
+    """
+
+
 class HandshakeError(WSError):
     """The opening handshake failed.
 

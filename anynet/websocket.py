@@ -86,6 +86,7 @@ from anynet._ws_errors import (
     ConnectionClosedError,
     ConnectionClosedOK,
     HandshakeError,
+    MessageCallbackSet,
     WSError,
     WSTimeoutError,
 )
@@ -117,6 +118,7 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionClosedOK",
     "HandshakeError",
+    "MessageCallbackSet",
     "WSError",
     "WSTimeoutError",
     "WebSocketClient",
