@@ -98,6 +98,7 @@ from anynet._ws_errors import (
     ConnectionClosedOK,
     HandshakeError,
     MessageTypeError,
+    MessageCallbackSet,
     WSError,
     WSTimeoutError,
 )
@@ -133,6 +134,7 @@ __all__ = [
     "DeliveryPolicy",
     "HandshakeError",
     "MessageTypeError",
+    "MessageCallbackSet",
     "WSError",
     "WSTimeoutError",
     "WebSocketClient",
