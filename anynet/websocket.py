@@ -28,7 +28,8 @@ headers). ``broadcast(server.clients, message)`` encodes a message once and
 writes it to every open connection.
 
 ``connect``, ``serve`` and ``route`` take these keyword-only limits (a peer
-can never make a connection spend more than they allow):
+can never make a connection spend more than they allow); an option has the
+same name, default and meaning wherever it appears:
 
 * ``max_message_size``: largest message accepted, in bytes (default 1 MiB;
   ``None`` for no limit). A bigger one closes the connection with 1009.
@@ -41,8 +42,10 @@ can never make a connection spend more than they allow):
 * ``disconnect_timeout``: seconds the closing handshake and the TCP close
   may take before the connection is dropped (``None``, the default, means
   5 seconds).
-* ``handshake_timeout``: seconds the opening handshake may take (default
-  10); on the client side the TCP and TLS connection is included.
+* ``handshake_timeout`` (``connect`` and ``serve``): seconds the opening
+  handshake may take (default 10; ``None`` means the default, as for
+  ``disconnect_timeout``: a handshake is always bounded); on the client side
+  the TCP and TLS connection is included.
 * ``ping_interval`` / ``ping_timeout``: keepalive. A ping is sent after
   ``ping_interval`` seconds (default 20) and a peer whose pong does not come
   within ``ping_timeout`` seconds (default 20) is disconnected with 1011.
@@ -71,6 +74,7 @@ import re
 import ssl
 import sys
 from typing import (
+    Any,
     AsyncIterator,
     Awaitable,
     Callable,
@@ -83,8 +87,11 @@ from typing import (
 )
 
 from anynet import http, tls
+from anynet._broadcast import DEFAULT_MAX_BACKLOG, BroadcastResult, DeliveryPolicy, broadcast
 from anynet._events import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL
+from anynet._handover import hand_over
 from anynet._url import WebSocketURL, parse_url
+from anynet._ws_admission import Admission, RequestHook, allowed_origins, check_request_hook
 from anynet._ws_errors import (
     ConnectionClosed,
     ConnectionClosedError,
@@ -111,16 +118,18 @@ from anynet._ws_options import (
     DEFAULT_PING_TIMEOUT,
     DEFAULT_WRITE_LIMIT,
     ConnectionOptions,
-    connection_options,
-    optional_seconds,
-    positive_seconds,
+    connection_options_from,
+    handshake_seconds,
 )
-from anynet._ws_protocol import WebSocketClient, broadcast
+from anynet._ws_protocol import WebSocketClient
 
 __all__ = [
+    "DEFAULT_MAX_BACKLOG",
+    "BroadcastResult",
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
+    "DeliveryPolicy",
     "HandshakeError",
     "WSError",
     "WSTimeoutError",
@@ -181,10 +190,8 @@ async def connect(
     target = parse_url(url, context is not None)
     offer = check_subprotocols(protocols)
     extra_headers = check_extra_headers(headers)
-    options = connection_options(
-        max_message_size, max_queue, write_limit, disconnect_timeout, ping_interval, ping_timeout
-    )
-    timeout = optional_seconds("handshake_timeout", handshake_timeout)
+    options = connection_options_from(locals())
+    timeout = handshake_seconds(handshake_timeout)
     if target.secure and context is None:
         context = _default_client_context()
     client = await _open_connection(target, context, offer, extra_headers, options, timeout)
@@ -221,7 +228,7 @@ async def _open_connection(
     offer: Sequence[str],
     extra_headers: Sequence[Tuple[str, str]],
     options: ConnectionOptions,
-    timeout: Optional[float],
+    timeout: float,
 ) -> WebSocketClient:
     loop = asyncio.get_running_loop()
     key = generate_key()
@@ -266,23 +273,23 @@ async def _open_connection(
         ) from None
 
     client = WebSocketClient(is_client=True, options=options, subprotocol=subprotocol)
-    transport.set_protocol(client)
-    client.connection_made(transport)
-    if head_protocol.reading_paused:
-        # Resume first: the early data may fill the queue and pause reading again.
-        transport.resume_reading()
-    if head_protocol.leftover:
-        client._receive_early_data(bytes(head_protocol.leftover))
+    hand_over(
+        transport,
+        client,
+        bytes(head_protocol.leftover),
+        reading_paused=head_protocol.reading_paused,
+        writing_paused=False,
+    )
     return client
 
 
 class WebSocketServer:
     """What ``serve`` and ``route`` yield: the endpoint and its open connections."""
 
-    def __init__(self, router: http.HTTPRouter, path: str) -> None:
+    def __init__(self, router: http.HTTPRouter, path: str, clients: Set[WebSocketClient]) -> None:
         self.router = router
         self.path = path
-        self._clients: Set[WebSocketClient] = set()
+        self._clients = clients
         self._ended = False
 
     @property
@@ -309,8 +316,10 @@ async def serve(
     *,
     path: str = "/",
     protocol: Optional[str] = None,
+    origins: Optional[Sequence[Optional[str]]] = None,
+    process_request: Optional[RequestHook] = None,
     disconnect_timeout: Optional[float] = None,
-    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    handshake_timeout: Optional[float] = DEFAULT_HANDSHAKE_TIMEOUT,
     max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE,
     max_queue: Optional[int] = DEFAULT_MAX_QUEUE,
     write_limit: int = DEFAULT_WRITE_LIMIT,
@@ -332,7 +341,22 @@ async def serve(
 
     ``protocol`` is the subprotocol the server speaks: clients that do not
     offer it are refused with 400. ``handshake_timeout`` bounds the time a
-    client may take to send its upgrade request. At the end of the
+    client may take to send its upgrade request.
+
+    Before the upgrade, two checks may refuse a request, so that the handler
+    never runs for it. ``origins`` lists the ``Origin`` values allowed
+    (``"https://game.example"``; ``None`` in the list allows requests
+    without an Origin header, i.e. clients other than browsers); any other
+    origin gets 403. Scheme and host compare case-insensitively and a
+    default port may be written or not (RFC 6454). Browsers always send
+    their page's origin, so a browser-facing server should set this: without
+    it any web page can open connections with its visitors' cookies. Then
+    ``process_request(request)``, a function or an ``async`` function of the
+    ``anynet.http.HTTPRequest``, may return an ``anynet.http.HTTPResponse``
+    to send instead of the upgrade (its status, headers and body; e.g. 401
+    for a missing token, 503 during maintenance), or ``None`` to go on. If it
+    raises or returns anything else, the client gets 500 and the error is
+    logged. At the end of the
     ``async with`` block, open connections are closed with 1001 (going
     away), within ``disconnect_timeout``.
 
@@ -342,13 +366,9 @@ async def serve(
     port) and ``backlog`` are passed to the HTTP server.
     """
     # Every argument is checked before the server starts listening.
-    check_handler(handler)
     _check_context(context)
-    _check_protocol(protocol)
-    options = connection_options(
-        max_message_size, max_queue, write_limit, disconnect_timeout, ping_interval, ping_timeout
-    )
-    head_timeout = positive_seconds("handshake_timeout", handshake_timeout)
+    endpoint = _endpoint(handler, locals())
+    head_timeout = handshake_seconds(handshake_timeout)
     async with http.serve_router(
         host,
         port,
@@ -357,7 +377,7 @@ async def serve(
         reuse_port=reuse_port,
         backlog=backlog,
     ) as router:
-        async with _route(handler, router, path, protocol, options) as server:
+        async with _route(router, path, endpoint) as server:
             yield server
 
 
@@ -368,6 +388,8 @@ async def route(
     path: str,
     *,
     protocol: Optional[str] = None,
+    origins: Optional[Sequence[Optional[str]]] = None,
+    process_request: Optional[RequestHook] = None,
     disconnect_timeout: Optional[float] = None,
     max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE,
     max_queue: Optional[int] = DEFAULT_MAX_QUEUE,
@@ -379,31 +401,34 @@ async def route(
 
     The route is an ordinary HTTP route whose response upgrades the
     connection; other routes of the router keep answering plain HTTP.
-    ``handler``, ``protocol`` and the limits are as for ``serve``; the
-    handler's ``client.request`` is the HTTP request of the handshake. At the
+    ``handler``, ``protocol``, ``origins``, ``process_request`` and the
+    limits are as for ``serve``; the handler's ``client.request`` is the HTTP
+    request of the handshake. At the
     end of the ``async with`` block the route is removed and open
     connections are closed with 1001 (going away), within
     ``disconnect_timeout``.
     """
-    check_handler(handler)
-    _check_protocol(protocol)
-    options = connection_options(
-        max_message_size, max_queue, write_limit, disconnect_timeout, ping_interval, ping_timeout
-    )
-    async with _route(handler, router, path, protocol, options) as server:
+    endpoint = _endpoint(handler, locals())
+    async with _route(router, path, endpoint) as server:
         yield server
+
+
+def _endpoint(handler: Handler, arguments: Mapping[str, Any]) -> _Endpoint:
+    """The endpoint of ``serve``/``route``, from their arguments (``locals()``)."""
+    check_handler(handler)
+    protocol = arguments["protocol"]
+    _check_protocol(protocol)
+    hook = arguments["process_request"]
+    check_request_hook(hook)
+    admission = Admission(allowed_origins(arguments["origins"]), hook)
+    return _Endpoint(handler, protocol, admission, connection_options_from(arguments))
 
 
 @contextlib.asynccontextmanager
 async def _route(
-    handler: Handler,
-    router: http.HTTPRouter,
-    path: str,
-    protocol: Optional[str],
-    options: ConnectionOptions,
+    router: http.HTTPRouter, path: str, endpoint: _Endpoint
 ) -> AsyncIterator[WebSocketServer]:
-    server = WebSocketServer(router, path)
-    endpoint = _Endpoint(handler, protocol, options, server._clients)
+    server = WebSocketServer(router, path, endpoint.clients)
     try:
         with router.route(path, endpoint.answer):
             yield server
@@ -419,15 +444,19 @@ class _Endpoint:
         self,
         handler: Handler,
         protocol: Optional[str],
+        admission: Admission,
         options: ConnectionOptions,
-        clients: Set[WebSocketClient],
     ) -> None:
         self._handler = handler
         self._protocol = protocol
+        self._admission = admission
         self._options = options
-        self._clients = clients
+        self.clients: Set[WebSocketClient] = set()
 
     async def answer(self, client: http.HTTPConnection, request: http.HTTPRequest) -> http.HTTPResponse:
+        refusal = await self._admission.refusal(request)
+        if refusal is not None:
+            return refusal
         verdict = check_request(request.method, request.version, request.headers, self._protocol)
         response = http.HTTPResponse(verdict.status)
         for name, value in verdict.headers:
@@ -452,7 +481,7 @@ class _Endpoint:
         except ConnectionResetError:
             logger.debug("client left before the WebSocket upgrade on %s", request.path)
             return
-        self._clients.add(connection)
+        self.clients.add(connection)
         try:
             code = CLOSE_NORMAL
             try:
@@ -478,10 +507,10 @@ class _Endpoint:
             connection._close_now(CLOSE_GOING_AWAY, "")
             raise
         finally:
-            self._clients.discard(connection)
+            self.clients.discard(connection)
 
     async def close_all(self) -> None:
-        connections = list(self._clients)
+        connections = list(self.clients)
         if connections:
             await asyncio.gather(
                 *(connection.disconnect(CLOSE_GOING_AWAY) for connection in connections),
