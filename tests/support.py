@@ -35,9 +35,10 @@ def system_program(name):
     missing program fails the test instead: those tests must never be skipped
     there unnoticed.
     """
+    # Debian puts nginx in /usr/sbin, which a user's PATH may lack.
     path = shutil.which(name, path=os.pathsep.join((os.environ.get("PATH", ""), "/usr/sbin", "/usr/bin")))
     if path is None:
-        reason = f"{name} is not installed (on Debian: apt-get install {DEBIAN_PACKAGES[name]})"
+        reason = f"{name} is not installed (on Debian: apt-get install {DEBIAN_PACKAGES.get(name, name)})"
         if os.environ.get("ANYNET_REQUIRE_SYSTEM_PEERS", "") not in ("", "0"):
             pytest.fail(reason + "; ANYNET_REQUIRE_SYSTEM_PEERS is set", pytrace=False)
         pytest.skip(reason)
