@@ -22,7 +22,19 @@ import os
 import signal
 import sys
 import time
-from typing import Any, AsyncIterator, Callable, Coroutine, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import (
+    Any,
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Dict,
+    List,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 import anynet
 from anynet import __version__, tls, websocket
@@ -101,11 +113,19 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     serve.add_argument("--key", help="PEM private key of --certificate")
     verbosity = serve.add_mutually_exclusive_group()
     verbosity.add_argument(
-        "-q", "--quiet", action="store_const", const=logging.WARNING, dest="log_level",
+        "-q",
+        "--quiet",
+        action="store_const",
+        const=logging.WARNING,
+        dest="log_level",
         help="log only warnings and errors, not each connection",
     )
     verbosity.add_argument(
-        "-v", "--verbose", action="store_const", const=logging.DEBUG, dest="log_level",
+        "-v",
+        "--verbose",
+        action="store_const",
+        const=logging.DEBUG,
+        dest="log_level",
         help="log debugging detail too",
     )
     serve.set_defaults(log_level=logging.INFO)
@@ -123,23 +143,41 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     connect.add_argument("url", help="for example ws://127.0.0.1:8765/")
     connect.add_argument("--protocol", action="append", dest="protocols", help="offer this subprotocol (repeatable)")
     connect.add_argument(
-        "-H", "--header", action="append", dest="headers", type=_header, default=[], metavar="'NAME: VALUE'",
+        "-H",
+        "--header",
+        action="append",
+        dest="headers",
+        type=_header,
+        default=[],
+        metavar="'NAME: VALUE'",
         help="add this header to the upgrade request (repeatable)",
     )
     connect.add_argument(
-        "--binary", action="store_true",
+        "--binary",
+        action="store_true",
         help="lines typed and --send values are hex, sent as binary messages; binary messages print in full hex",
     )
     connect.add_argument(
-        "--send", action="append", dest="outgoing", type=_Outgoing.text, metavar="MESSAGE",
+        "--send",
+        action="append",
+        dest="outgoing",
+        type=_Outgoing.text,
+        metavar="MESSAGE",
         help="send this message instead of reading lines, then close (repeatable)",
     )
     connect.add_argument(
-        "--send-file", action="append", dest="outgoing", type=_Outgoing.file, metavar="PATH",
+        "--send-file",
+        action="append",
+        dest="outgoing",
+        type=_Outgoing.file,
+        metavar="PATH",
         help="send the bytes of this file (- for standard input) as one binary message, then close (repeatable)",
     )
     connect.add_argument(
-        "--replies", type=_not_negative, default=1, metavar="N",
+        "--replies",
+        type=_not_negative,
+        default=1,
+        metavar="N",
         help="with --send or --send-file: messages to wait for and print before closing (default 1)",
     )
     _add_limit_flags(connect)
@@ -158,7 +196,9 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         "--url", help="a ws:// or wss:// echo server to measure instead of the loopback one (it must echo binary)"
     )
     bench.add_argument(
-        "--max-message-size", type=int, metavar="BYTES",
+        "--max-message-size",
+        type=int,
+        metavar="BYTES",
         help="largest message the server and clients accept (default: the library's, or --size if larger)",
     )
     return parser
@@ -207,7 +247,8 @@ def _header(text: str) -> Tuple[str, str]:
 
 
 class _Outgoing(NamedTuple):
-    """A message of --send or --send-file, read when it is sent."""
+    """A message of --send or --send-file as the command line gives it:
+    the text (or hex) itself, or the path of a file."""
 
     source: str
     is_file: bool
@@ -236,10 +277,7 @@ async def _serve(args: argparse.Namespace) -> int:
         log.info("%s connected to %s", peer, client.request.path if client.request else args.path)
         try:
             async for message in client:
-                if isinstance(message, bytes):
-                    await client.send(message)
-                else:
-                    await client.send_text(message)
+                await _send_message(client, message)
         except websocket.ConnectionClosed:
             pass  # the close is logged below, with its code, like a normal one
         finally:
