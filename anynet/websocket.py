@@ -97,6 +97,7 @@ from anynet._ws_errors import (
     ConnectionClosedError,
     ConnectionClosedOK,
     HandshakeError,
+    MessageTypeError,
     WSError,
     WSTimeoutError,
 )
@@ -131,6 +132,7 @@ __all__ = [
     "ConnectionClosedOK",
     "DeliveryPolicy",
     "HandshakeError",
+    "MessageTypeError",
     "WSError",
     "WSTimeoutError",
     "WebSocketClient",
