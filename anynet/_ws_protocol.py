@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import weakref
 from typing import (
     TYPE_CHECKING,
@@ -93,6 +94,11 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
     opening handshake (``path``, ``params``, ``headers``), e.g. to
     authenticate the client; it is ``None`` on the client side.
 
+    ``data`` is the application's: anything it keeps with the connection
+    (``client.data = Player(name)``), ``None`` until it is set. Other
+    attributes cannot be added (the class has ``__slots__``, which keep an
+    idle connection small).
+
     After the connection has closed, ``close_code`` and ``close_reason`` say
     how, and every ``send``/``recv`` raises ``ConnectionClosed`` with them
     (``ConnectionClosedOK`` for codes 1000, 1001 and 1005).
@@ -106,6 +112,7 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
     __slots__ = (
         "subprotocol",
         "request",
+        "data",
         "_is_client",
         "_options",
         "_local_address",
@@ -123,6 +130,7 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         "_keepalive_payload",
         "_keepalive_timer",
         "_unanswered_ping",
+        "_latency",
     )
 
     def __init__(
@@ -138,6 +146,7 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         )
         self.subprotocol = subprotocol
         self.request = request
+        self.data: Any = None
         self._is_client = is_client
         self._options = options
         self._local_address: Tuple[str, int] = ("", 0)
@@ -159,6 +168,7 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         self._keepalive_payload: Optional[bytes] = None
         self._keepalive_timer: Optional[asyncio.TimerHandle] = None
         self._unanswered_ping: Optional[bytes] = None
+        self._latency: Optional[float] = None
 
     # ------------------------------------------------------------------
     # The application's interface
@@ -232,6 +242,30 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
     def close_reason(self) -> str:
         """The reason that came with ``close_code`` (empty while open)."""
         return self._close_reason
+
+    @property
+    def write_buffer_size(self) -> int:
+        """Bytes sent with ``send``/``send_text`` that the kernel has not taken yet.
+
+        The transport's write buffer plus the frames held back to be written
+        together at the end of this loop turn: what a browser calls
+        ``bufferedAmount``. It grows while the peer reads slower than we
+        send; above ``write_limit``, ``send`` waits and ``broadcast`` skips
+        the connection.
+        """
+        transport = self._transport
+        if transport is None or self._transport_lost:
+            return self._pending_size
+        return transport.get_write_buffer_size() + self._pending_size
+
+    @property
+    def latency(self) -> Optional[float]:
+        """Seconds from the last answered ping (keepalive or ``ping()``) to its pong.
+
+        ``None`` until a pong has come. With keepalive on, it is refreshed
+        every ``ping_interval``.
+        """
+        return self._latency
 
     def local_address(self) -> Tuple[str, int]:
         """Our address (host, port) on this connection."""
@@ -393,14 +427,16 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         payload = os.urandom(4)
         while payload in self._pings:
             payload = os.urandom(4)
-        self._pings[payload] = (self._loop.time(), waiter)
+        # Not the loop's clock: uvloop's ticks in milliseconds, longer than a
+        # round trip on a local network.
+        self._pings[payload] = (time.monotonic(), waiter)
         self._write(self._writer.encode(OP_PING, payload))
         return payload
 
     def _pong_received(self, payload: bytes) -> None:
         if payload not in self._pings:
             return  # unsolicited: RFC 6455 5.5.3 allows it, and it needs no answer
-        now = self._loop.time()
+        now = time.monotonic()
         # A pong answers its ping and every ping sent before it, since a
         # peer may answer only the latest of several pings.
         for key in list(self._pings):
@@ -408,6 +444,7 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
             if waiter is not None and not waiter.done():
                 waiter.set_result(now - sent_at)
             if key == payload:
+                self._latency = now - sent_at
                 break
         if self._keepalive_payload is not None and self._keepalive_payload not in self._pings:
             self._keepalive_payload = None
