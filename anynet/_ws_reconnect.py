@@ -41,6 +41,9 @@ _TRANSIENT_STATUSES = frozenset((408, 429))
 def is_transient(error: BaseException) -> bool:
     """Whether a failed connection attempt is worth repeating (see the module)."""
     if isinstance(error, HandshakeError):
+        if isinstance(error.__cause__, ssl.SSLError):
+            # A TLS failure explained, e.g. wss:// to a server without TLS.
+            return is_transient(error.__cause__)
         # No status: the connection ended before a whole response came.
         status = error.status
         return status is None or status in _TRANSIENT_STATUSES or status >= 500

@@ -55,7 +55,9 @@ same name, default and meaning wherever it appears:
 Errors are ``WSError`` subclasses: ``ConnectionClosed`` (``ConnectionClosedOK``
 or ``ConnectionClosedError``, with ``code`` and ``reason``) from every
 ``send``/``recv`` once the connection is closed; ``HandshakeError`` (with the
-HTTP ``status``) when the server refuses the connection; ``WSTimeoutError``
+HTTP ``status``) when the server refuses the connection, or when the URL's
+scheme does not match the server (``wss://`` to a plain server or ``ws://``
+to a TLS one: the message names the other scheme); ``WSTimeoutError``
 (also a ``TimeoutError``) when the opening handshake takes too long. Network
 failures while connecting (refused, unreachable, a TLS certificate that does
 not verify) propagate as the ``OSError`` the operating system reported.
@@ -66,8 +68,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import logging
 import re
+import ssl
 import sys
 from types import TracebackType
 from typing import (
@@ -86,6 +90,7 @@ from typing import (
 )
 
 from anynet import http, tls
+from anynet._broadcast import DEFAULT_MAX_BACKLOG, BroadcastResult, DeliveryPolicy, broadcast
 from anynet._events import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL
 from anynet._handover import hand_over
 from anynet._url import WebSocketURL, parse_url
@@ -98,6 +103,7 @@ from anynet._ws_errors import (
     WSError,
     WSTimeoutError,
 )
+from anynet._ws_handler import check_handler
 from anynet._ws_handshake import (
     ResponseHeadProtocol,
     build_request,
@@ -118,7 +124,7 @@ from anynet._ws_options import (
     connection_options_from,
     handshake_seconds,
 )
-from anynet._ws_protocol import WebSocketClient, broadcast
+from anynet._ws_protocol import WebSocketClient
 from anynet._ws_reconnect import (
     DEFAULT_RECONNECT_DELAY,
     DEFAULT_RECONNECT_MAX_DELAY,
@@ -128,9 +134,12 @@ from anynet._ws_reconnect import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_BACKLOG",
+    "BroadcastResult",
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
+    "DeliveryPolicy",
     "HandshakeError",
     "WSError",
     "WSTimeoutError",
@@ -212,7 +221,12 @@ class connect:
         reconnect_delay: float = DEFAULT_RECONNECT_DELAY,
         reconnect_max_delay: float = DEFAULT_RECONNECT_MAX_DELAY,
     ) -> None:
-        _check_context(context)
+        if context is not None and not isinstance(context, tls.TLSContext):
+            hint = f", e.g. ws://{url}:{context}/" if isinstance(url, str) and type(context) is int else ""
+            raise TypeError(
+                f"connect() takes a URL like ws://host:port/path{hint}; its second argument is an "
+                f"optional anynet.tls.TLSContext, not {type(context).__name__}"
+            )
         self._target = parse_url(url, context is not None)
         self._offer = check_subprotocols(protocols)
         self._headers = check_extra_headers(headers)
@@ -296,6 +310,13 @@ class connect:
         )
 
 
+# What OpenSSL reports when the answer to its ClientHello is not a TLS record
+# (typically a plain HTTP server's "400 Bad Request").
+_NOT_TLS_REASONS = frozenset(
+    ("WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "PACKET_LENGTH_TOO_LONG", "RECORD_LAYER_FAILURE")
+)
+
+
 @functools.lru_cache(maxsize=None)
 def _default_client_context() -> tls.TLSContext:
     """The context of ``wss://`` without one: built once, as loading the
@@ -318,22 +339,28 @@ async def _open_connection(
     ssl_context = context.get(server=False) if context is not None and target.secure else None
 
     async def handshake() -> Tuple[asyncio.Transport, ResponseHeadProtocol, Optional[str]]:
+        head_protocol = functools.partial(ResponseHeadProtocol, request, over_tls=ssl_context is not None)
         server_hostname = target.host if ssl_context is not None else None
-        if unix_path is None:
-            transport, protocol = await loop.create_connection(
-                lambda: ResponseHeadProtocol(request),
-                target.host,
-                target.port,
-                ssl=ssl_context,
-                server_hostname=server_hostname,
-            )
-        else:
-            transport, protocol = await loop.create_unix_connection(
-                lambda: ResponseHeadProtocol(request),
-                unix_path,
-                ssl=ssl_context,
-                server_hostname=server_hostname,
-            )
+        try:
+            if unix_path is None:
+                transport, protocol = await loop.create_connection(
+                    head_protocol,
+                    target.host,
+                    target.port,
+                    ssl=ssl_context,
+                    server_hostname=server_hostname,
+                )
+            else:
+                transport, protocol = await loop.create_unix_connection(
+                    head_protocol, unix_path, ssl=ssl_context, server_hostname=server_hostname
+                )
+        except ssl.SSLError as error:
+            if error.reason in _NOT_TLS_REASONS:
+                raise HandshakeError(
+                    f"the server did not answer the TLS handshake with TLS ({error.reason}): "
+                    "it probably does not speak TLS, so connect with ws:// instead of wss://"
+                ) from error
+            raise
         try:
             head = await protocol.head
             subprotocol = check_response(head, key, offer)
@@ -373,6 +400,7 @@ class WebSocketServer:
         self.router = router
         self.path = path
         self._clients = clients
+        self._ended = False
 
     @property
     def clients(self) -> FrozenSet[WebSocketClient]:
@@ -381,6 +409,11 @@ class WebSocketServer:
 
     def local_address(self) -> Tuple[str, int]:
         """The address the server is bound to (for a router that belongs to a server)."""
+        if self._ended:
+            raise RuntimeError(
+                "the server's `async with` block has ended, so it is no longer listening: "
+                "read local_address() inside the block"
+            )
         return self.router.local_address()
 
 
@@ -411,7 +444,8 @@ async def serve(
     interface; port 0 lets the operating system choose (read it from
     ``server.local_address()``). ``context`` secures the server with TLS.
     Each accepted connection is given to ``handler``, an ``async`` function
-    taking the ``WebSocketClient``. When ``handler`` returns, the closing
+    taking the ``WebSocketClient`` (a handler that certainly cannot work, such
+    as a plain ``def`` or one with other parameters, raises ``TypeError`` here). When ``handler`` returns, the closing
     handshake starts (code 1000), bounded by ``disconnect_timeout``; if it
     raises, the exception is logged and the code is 1011.
 
@@ -491,7 +525,7 @@ async def route(
 
 def _endpoint(handler: Handler, arguments: Mapping[str, Any]) -> _Endpoint:
     """The endpoint of ``serve``/``route``, from their arguments (``locals()``)."""
-    _check_handler(handler)
+    check_handler(handler)
     protocol = arguments["protocol"]
     _check_protocol(protocol)
     hook = arguments["process_request"]
@@ -509,6 +543,7 @@ async def _route(
         with router.route(path, endpoint.answer):
             yield server
     finally:
+        server._ended = True
         await endpoint.close_all()
 
 
@@ -560,7 +595,17 @@ class _Endpoint:
         try:
             code = CLOSE_NORMAL
             try:
-                await self._handler(connection)
+                running = self._handler(connection)
+                if inspect.isawaitable(running):
+                    await running
+                else:
+                    logger.error(
+                        "the WebSocket handler %r returned %r, not an awaitable; "
+                        "a handler is an `async def handler(client)`",
+                        self._handler,
+                        running,
+                    )
+                    code = CLOSE_INTERNAL_ERROR
             except ConnectionClosed:
                 pass  # the usual way a handler learns that its peer left
             except Exception:
@@ -583,11 +628,6 @@ class _Endpoint:
             )
 
 
-def _check_handler(handler: Handler) -> None:
-    if not callable(handler):
-        raise TypeError(f"the handler must be an async function, not {type(handler).__name__}")
-
-
 def _check_protocol(protocol: Optional[str]) -> None:
     if protocol is not None and (not isinstance(protocol, str) or not _TOKEN.fullmatch(protocol)):
         raise ValueError(f"invalid subprotocol name: {protocol!r}")
@@ -603,4 +643,4 @@ def _check_context(context: Optional[tls.TLSContext]) -> None:
 if __name__ == "__main__":
     from anynet._cli import main
 
-    raise SystemExit(main())
+    raise SystemExit(main(prog="python -m anynet.websocket"))

@@ -217,6 +217,11 @@ async def test_a_certificate_that_does_not_verify_ends_the_loop(pki, retries):
     assert retries.count == 0
 
 
+def explained(error, cause):
+    error.__cause__ = cause
+    return error
+
+
 @pytest.mark.parametrize(
     "error, transient",
     [
@@ -235,6 +240,7 @@ async def test_a_certificate_that_does_not_verify_ends_the_loop(pki, retries):
         (HandshakeError("busy", 429), True),
         (HandshakeError("down", 503), True),
         (HandshakeError("bad accept", 101), False),
+        (explained(HandshakeError("wss:// to a plain server"), ssl.SSLError()), False),
         (ValueError("bad URL"), False),
     ],
 )
