@@ -60,6 +60,7 @@ from anynet._events import (
     Pong,
     ProtocolError,
 )
+from anynet._http_address import host_port
 from anynet._ws_errors import ConnectionClosed, closed_error
 from anynet._ws_options import ConnectionOptions
 
@@ -358,8 +359,8 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not derive from asyncio.Transport.
         self._transport = transport = cast(asyncio.Transport, transport)
-        self._local_address = _address(transport.get_extra_info("sockname"))
-        self._remote_address = _address(transport.get_extra_info("peername"))
+        self._local_address = host_port(transport.get_extra_info("sockname"))
+        self._remote_address = host_port(transport.get_extra_info("peername"))
         # Small messages leave at once: asyncio's and uvloop's TCP transports
         # turn Nagle's algorithm off themselves.
         transport.set_write_buffer_limits(high=self._write_limit)
@@ -692,13 +693,6 @@ def _wake(waiters: List[asyncio.Future[None]]) -> None:
         if not waiter.done():
             waiter.set_result(None)
     waiters.clear()
-
-
-def _address(address: Any) -> Tuple[str, int]:
-    # IPv6 addresses come with flow info and scope id; keep (host, port).
-    if isinstance(address, tuple) and len(address) >= 2:
-        return (address[0], address[1])
-    return ("", 0)
 
 
 def _truncate_reason(reason: str) -> str:

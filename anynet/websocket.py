@@ -70,6 +70,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import os
 import re
 import ssl
 import sys
@@ -87,6 +88,7 @@ from typing import (
     Set,
     Tuple,
     Type,
+    Union,
 )
 
 from anynet import http, tls
@@ -123,6 +125,7 @@ from anynet._ws_options import (
     ConnectionOptions,
     connection_options_from,
     handshake_seconds,
+    keyword_arguments,
 )
 from anynet._ws_protocol import WebSocketClient
 from anynet._ws_reconnect import (
@@ -149,6 +152,8 @@ __all__ = [
     "connect",
     "route",
     "serve",
+    "unix_connect",
+    "unix_serve",
 ]
 
 logger = logging.getLogger(__name__)
@@ -315,6 +320,42 @@ class connect:
 _NOT_TLS_REASONS = frozenset(
     ("WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "PACKET_LENGTH_TOO_LONG", "RECORD_LAYER_FAILURE")
 )
+
+
+def unix_connect(
+    path: Union[str, os.PathLike[str]],
+    url_path: str = "/",
+    context: Optional[tls.TLSContext] = None,
+    *,
+    protocols: Optional[Sequence[str]] = None,
+    disconnect_timeout: Optional[float] = None,
+    headers: Optional[Mapping[str, str]] = None,
+    handshake_timeout: Optional[float] = DEFAULT_HANDSHAKE_TIMEOUT,
+    max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE,
+    max_queue: Optional[int] = DEFAULT_MAX_QUEUE,
+    write_limit: int = DEFAULT_WRITE_LIMIT,
+    ping_interval: Optional[float] = DEFAULT_PING_INTERVAL,
+    ping_timeout: Optional[float] = DEFAULT_PING_TIMEOUT,
+    reconnect_delay: float = DEFAULT_RECONNECT_DELAY,
+    reconnect_max_delay: float = DEFAULT_RECONNECT_MAX_DELAY,
+) -> connect:
+    """``connect`` to a server on the Unix socket ``path``, e.g. one of ``unix_serve``.
+
+    Used in the same three ways (``async with``, ``await``, ``async for``)
+    with the same options. ``url_path`` is the path (and query) asked for;
+    the ``Host`` header, and the name the server's TLS certificate must
+    carry when ``context`` is given, is ``localhost``.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
+    if not isinstance(url_path, str) or not url_path.startswith("/"):
+        raise ValueError(f"url_path is the path asked for, starting with '/', not {url_path!r}")
+    scheme = "ws" if context is None else "wss"
+    connector = connect(
+        f"{scheme}://localhost{url_path}", context, **keyword_arguments(connect, locals())
+    )
+    connector._unix_path = os.fspath(path)
+    return connector
 
 
 @functools.lru_cache(maxsize=None)
@@ -488,6 +529,46 @@ async def serve(
         backlog=backlog,
     ) as router:
         async with _route(router, path, endpoint) as server:
+            yield server
+
+
+@contextlib.asynccontextmanager
+async def unix_serve(
+    handler: Handler,
+    path: Union[str, os.PathLike[str]],
+    context: Optional[tls.TLSContext] = None,
+    *,
+    url_path: str = "/",
+    protocol: Optional[str] = None,
+    origins: Optional[Sequence[Optional[str]]] = None,
+    process_request: Optional[RequestHook] = None,
+    disconnect_timeout: Optional[float] = None,
+    handshake_timeout: Optional[float] = DEFAULT_HANDSHAKE_TIMEOUT,
+    max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE,
+    max_queue: Optional[int] = DEFAULT_MAX_QUEUE,
+    write_limit: int = DEFAULT_WRITE_LIMIT,
+    ping_interval: Optional[float] = DEFAULT_PING_INTERVAL,
+    ping_timeout: Optional[float] = DEFAULT_PING_TIMEOUT,
+    backlog: int = 1024,
+) -> AsyncIterator[WebSocketServer]:
+    """``serve`` on the Unix socket ``path``, answering WebSocket requests for ``url_path``.
+
+    For servers behind a proxy on the same machine (several processes behind
+    nginx, each on its own socket): a Unix socket skips TCP, and its file's
+    permissions say who may connect. A socket file already at ``path`` is
+    replaced, and the file is removed when the server stops.
+    ``server.local_address()`` is ``(path, 0)``; so is each connection's
+    ``local_address()``, and its ``remote_address()`` is ``("", 0)`` (behind
+    a proxy, the client's address is in the headers the proxy adds, such as
+    ``X-Forwarded-For``). The other arguments are those of ``serve``.
+    """
+    _check_context(context)
+    endpoint = _endpoint(handler, locals())
+    head_timeout = handshake_seconds(handshake_timeout)
+    async with http.unix_serve_router(
+        path, context, head_timeout=head_timeout, backlog=backlog
+    ) as router:
+        async with _route(router, url_path, endpoint) as server:
             yield server
 
 
