@@ -86,8 +86,10 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
     ``async for message in client`` (``bytes`` for binary messages, ``str``
     for text), or by type with ``recv()`` and ``recv_text()``; a message of
     the other type stays queued for the other method. Every unread message
-    counts toward ``max_queue``, so an application that reads one type only
-    must not be sent the other.
+    counts toward ``max_queue``: when that many wait and none is of the type
+    ``recv()`` or ``recv_text()`` asks for, reading has stopped and none can
+    arrive, so the receive raises ``MessageTypeError`` (the messages stay
+    queued for ``recv_message()``) instead of waiting forever.
 
     ``subprotocol`` is the negotiated subprotocol (or ``None``). On the
     server side, ``request`` is the ``anynet.http.HTTPRequest`` of the
@@ -595,7 +597,33 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
             self._write(self._writer.encode_close(code, reason))
         self._state = CLOSED
         self._stop_receiving()
-        self._finish_closing()
+        self._discard_until_closed()
+
+    def _discard_until_closed(self) -> None:
+        """End TCP after failing the connection, without resetting it.
+
+        The peer may still be sending (the rest of an oversized message, say).
+        A socket closed with unread bytes makes the kernel send a reset, which
+        can overtake our Close frame, and the peer never learns the code. So,
+        as RFC 6455 7.1.1 has it, the server half-closes (a client leaves that
+        to the server), and both read on and discard whatever still arrives,
+        into space that costs nothing, until the peer's EOF closes the
+        transport (``eof_received``), or for at most ``disconnect_timeout``.
+        A TLS transport cannot half-close: there the peer, having read our
+        Close, ends the connection, or the bound does.
+        """
+        self._reader.stop()
+        self._stop_keepalive()
+        _wake(self._drainers)
+        self._flush()
+        transport = self._transport
+        if transport is None or self._transport_lost:
+            return
+        if not self._is_client and transport.can_write_eof():
+            transport.write_eof()
+        if self._reading_paused:
+            self._resume_reading()
+        self._arm_close_timer()
 
     def _close_now(self, code: int, reason: str) -> None:
         """Send a Close with ``code`` if still open, and close TCP without waiting."""

@@ -102,6 +102,7 @@ from anynet._ws_errors import (
     ConnectionClosedError,
     ConnectionClosedOK,
     HandshakeError,
+    MessageTypeError,
     WSError,
     WSTimeoutError,
 )
@@ -144,6 +145,7 @@ __all__ = [
     "ConnectionClosedOK",
     "DeliveryPolicy",
     "HandshakeError",
+    "MessageTypeError",
     "WSError",
     "WSTimeoutError",
     "WebSocketClient",
