@@ -7,8 +7,9 @@ a keyword-only option of ``connect``, ``serve`` and ``route``.
 
 from __future__ import annotations
 
+import functools
 import inspect
-from typing import Any, Mapping, NamedTuple, Optional
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
 
 #: Largest message (the sum of its fragments) accepted from the peer. A peer
 #: that announces a bigger one gets close code 1009.
@@ -70,9 +71,6 @@ def connection_options(
     )
 
 
-_OPTION_NAMES = tuple(inspect.signature(connection_options).parameters)
-
-
 def connection_options_from(arguments: Mapping[str, Any]) -> ConnectionOptions:
     """``connection_options`` of the options among a public function's arguments.
 
@@ -80,7 +78,22 @@ def connection_options_from(arguments: Mapping[str, Any]) -> ConnectionOptions:
     of its parameters: a new option is added to ``connection_options`` and
     to each signature, never to a list of names passed on by hand.
     """
-    return connection_options(**{name: arguments[name] for name in _OPTION_NAMES})
+    return connection_options(**keyword_arguments(connection_options, arguments))
+
+
+def keyword_arguments(function: Callable[..., Any], arguments: Mapping[str, Any]) -> Dict[str, Any]:
+    """The values in ``arguments`` (a caller's ``locals()``) of the keyword-only
+    parameters of ``function``, to pass them on to it."""
+    return {name: arguments[name] for name in _keyword_only_names(function)}
+
+
+@functools.lru_cache(maxsize=None)
+def _keyword_only_names(function: Callable[..., Any]) -> Tuple[str, ...]:
+    return tuple(
+        parameter.name
+        for parameter in inspect.signature(function).parameters.values()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    )
 
 
 def handshake_seconds(value: Optional[float]) -> float:
