@@ -23,6 +23,7 @@ the connection) has been seen, no more messages can arrive, and receivers get
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 import weakref
@@ -52,7 +53,9 @@ from anynet._events import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_NO_STATUS,
     CLOSE_NORMAL,
+    CLOSE_POLICY_VIOLATION,
     CLOSE_TRY_AGAIN_LATER,
+    OP_BINARY,
     OP_PING,
     OP_PONG,
     Close,
@@ -67,6 +70,9 @@ from anynet._ws_options import ConnectionOptions
 if TYPE_CHECKING:
     from anynet.http import HTTPRequest
 
+# The logger of anynet.websocket, whose handlers' errors are logged the same way.
+logger = logging.getLogger("anynet.websocket")
+
 # The largest frame built in the reused buffer, which is as large as the
 # largest frame it held: bigger ones are encoded into a bytes object each.
 _MAX_REUSED_BUFFER = 4 * 1024 * 1024
@@ -75,6 +81,8 @@ _MAX_REUSED_BUFFER = 4 * 1024 * 1024
 _MAX_COPIED_SERVER_PAYLOAD = 256 * 1024
 # A frame header with a 64-bit length and a masking key.
 _MAX_HEADER_SIZE = 14
+# send_nowait() buffers up to this many times write_limit (see _check_send_bound).
+SEND_NOWAIT_BOUND = 4
 # RFC 6455 section 5.5: a Close frame carries a 2-byte code and 123 bytes of reason.
 _MAX_CLOSE_REASON = 123
 
@@ -215,6 +223,10 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
             # The peer's answer must be read even if the queue is full.
             if self._reading_paused:
                 self._resume_reading()
+        await self._wait_closed()
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection is closed, e.g. in a handler whose messages go to a callback."""
         await self._wait_closed()
 
     async def close(self) -> None:
@@ -395,6 +407,10 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
 
     def pause_writing(self) -> None:
         self._writing_paused = True
+        # A message callback cannot wait for the peer to read its answers:
+        # stop reading its requests meanwhile instead.
+        if self._on_message is not None and not self._reading_paused and self._state is OPEN:
+            self._pause_reading()
 
     def resume_writing(self) -> None:
         self._writing_paused = False
@@ -402,6 +418,8 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         if ping is not None and self._state is OPEN:
             self._write(self._writer.encode(OP_PONG, ping))
         _wake(self._drainers)
+        if self._on_message is not None and self._reading_paused:
+            self._resume_reading()
 
     # ------------------------------------------------------------------
     # Receiving
@@ -474,6 +492,25 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         buffer = _free_buffer(self._loop, frame_size)
         frame_size = self._writer.encode_into(buffer, opcode, payload)
         transport.write(memoryview(buffer)[:frame_size])
+
+    def _check_send_bound(self) -> None:
+        """``send_nowait`` while the send buffer is over ``write_limit``.
+
+        Nothing can wait here, so the frame is buffered anyway, up to
+        SEND_NOWAIT_BOUND times ``write_limit``; beyond that the peer is not
+        reading, and the connection fails with 1008 rather than letting its
+        buffer grow without bound.
+        """
+        assert self._transport is not None
+        buffered = self._transport.get_write_buffer_size() + self._pending_size
+        if buffered >= SEND_NOWAIT_BOUND * self._write_limit:
+            self._fail(CLOSE_POLICY_VIOLATION, "the peer does not read what it is sent")
+            raise self._closed_exception()
+
+    def _callback_failed(self, error: Exception) -> None:
+        """The message callback raised: log it and fail the connection, as for a handler."""
+        logger.error("WebSocket message callback failed", exc_info=error)
+        self._fail(CLOSE_INTERNAL_ERROR, "")
 
     async def _wait_for_writing(self) -> None:
         while self._writing_paused and self._state is OPEN:

@@ -103,6 +103,7 @@ from anynet._ws_errors import (
     ConnectionClosedOK,
     HandshakeError,
     MessageTypeError,
+    MessageCallbackSet,
     WSError,
     WSTimeoutError,
 )
@@ -146,6 +147,7 @@ __all__ = [
     "DeliveryPolicy",
     "HandshakeError",
     "MessageTypeError",
+    "MessageCallbackSet",
     "WSError",
     "WSTimeoutError",
     "WebSocketClient",
@@ -229,7 +231,9 @@ class connect:
         reconnect_max_delay: float = DEFAULT_RECONNECT_MAX_DELAY,
     ) -> None:
         if context is not None and not isinstance(context, tls.TLSContext):
-            hint = f", e.g. ws://{url}:{context}/" if isinstance(url, str) and type(context) is int else ""
+            # connect(host, port) is the usual form of this mistake: show its URL.
+            is_host_and_port = isinstance(url, str) and "/" not in url and type(context) is int
+            hint = f", e.g. ws://{url}:{context}/" if is_host_and_port else ""
             raise TypeError(
                 f"connect() takes a URL like ws://host:port/path{hint}; its second argument is an "
                 f"optional anynet.tls.TLSContext, not {type(context).__name__}"
