@@ -11,7 +11,9 @@ at import time. The two sides export the same names.
 import os
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING or os.environ.get("ANYNET_NO_EXTENSIONS", "") not in ("", "0"):
+EXTENSIONS_DISABLED = os.environ.get("ANYNET_NO_EXTENSIONS", "") not in ("", "0")
+
+if TYPE_CHECKING or EXTENSIONS_DISABLED:
     from anynet import _connection_core as core
     from anynet import _framing as framing
 else:

@@ -85,6 +85,10 @@ DIRECT_READ_MIN = 64 * 1024
 #: Client masking keys are cut from a per-writer pool of random bytes, so that
 #: the operating system is asked once per 128 frames rather than per frame.
 MASK_POOL_SIZE = 512
+#: Where the bytes that arrive after a failure, a Close or ``stop()`` are
+#: read to be dropped: one block of this size shared by every reader, as
+#: nothing reads it.
+DISCARD_SIZE = 64 * 1024
 #: Masking or validating this much takes about 0.1 ms: below it, holding the
 #: GIL is cheaper than releasing and taking it back (compiled build).
 NOGIL_THRESHOLD = 4 * 1024 * 1024
@@ -351,6 +355,9 @@ def _read_u64(data: Memory, start: int) -> int:
 # Acquiring the bytes of the caller's objects.
 
 
+_discarded = _allocate(DISCARD_SIZE)
+
+
 def _check_mask_size(size: int) -> None:
     if size != 4:
         raise ValueError(f"a WebSocket mask has 4 bytes, not {size}")
@@ -539,7 +546,7 @@ class FrameReader:
         self._utf8_state = ANYNET_UTF8_ACCEPT
         #: A ProtocolError was reported; further input is ignored.
         self.failed = False
-        #: A Close was reported; further input is ignored.
+        #: A Close was reported, or ``stop()`` called; further input is ignored.
         self.closed = False
 
     def __dealloc__(self) -> None:
@@ -554,6 +561,13 @@ class FrameReader:
         if self._payload is not None:
             return len(self._payload)
         return self._capacity
+
+    def stop(self) -> None:
+        """Parse nothing more: drop what is buffered, and ignore further input."""
+        self.closed = True
+        self._payload = None
+        self._release()
+        self._drop_message()
 
     def feed(self, data: Buffer) -> List[Event]:
         """Parse ``data`` after any incomplete frame kept from earlier calls."""
@@ -602,8 +616,11 @@ class FrameReader:
 
         ``sizehint`` is only a hint and is ignored: the space offered is enough
         for the rest of a partly received frame (up to the size limit), or an
-        ordinary read.
+        ordinary read. Once input is ignored, it is space shared by every
+        reader, so that bytes read only to be dropped cost no memory.
         """
+        if self.failed or self.closed:
+            return _writable_view(_discarded, 0, DISCARD_SIZE)
         if self._payload is not None:
             return _writable_view(
                 _bytes_memory(self._payload), self._payload_filled, len(self._payload) - self._payload_filled
@@ -614,6 +631,8 @@ class FrameReader:
     def buffer_updated(self, nbytes: int) -> List[Event]:
         """Parse the ``nbytes`` just written into the space from ``get_buffer()``."""
         events: List[Event] = []
+        if self.failed or self.closed:
+            return events
         if self._payload is not None:
             if not 0 <= nbytes <= len(self._payload) - self._payload_filled:
                 raise ValueError("buffer_updated() without a matching get_buffer()")
@@ -622,9 +641,6 @@ class FrameReader:
             return events
         if self._buffer == NO_MEMORY or not 0 <= nbytes <= self._capacity - self._end:
             raise ValueError("buffer_updated() without a matching get_buffer()")
-        if self.failed or self.closed:
-            self._release()
-            return events
         self._end += nbytes
         self._parse_buffer(events)
         return events

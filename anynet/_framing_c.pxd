@@ -41,7 +41,8 @@ cdef extern from "utf8.h":
 
 cdef int OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG
 cdef Py_ssize_t MAX_CONTROL_PAYLOAD, MAX_CLOSE_REASON, READ_BUFFER_SIZE, MIN_READ_SIZE
-cdef Py_ssize_t MAX_PREALLOCATION, DIRECT_READ_MIN, MASK_POOL_SIZE, NOGIL_THRESHOLD
+cdef Py_ssize_t MAX_PREALLOCATION, DIRECT_READ_MIN, MASK_POOL_SIZE, DISCARD_SIZE, NOGIL_THRESHOLD
+cdef unsigned char *_discarded
 cdef object Close, Ping, Pong, ProtocolError, _urandom
 
 
