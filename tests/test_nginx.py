@@ -45,3 +45,29 @@ async def test_messages_go_both_ways_through_nginx(tmp_path):
         assert client.close_code == 1000
     assert seen == [f"127.0.0.1:{nginx.port}"]
     assert "[error]" not in nginx.error_log()
+
+
+async def test_a_server_on_a_unix_socket_behind_nginx(tmp_path):
+    # The layout of docs/game-servers.md: nginx in front, the server process
+    # on a Unix socket of its own.
+    socket_path = tmp_path / "game.sock"
+    seen = []
+
+    async def tell_then_echo(client):
+        seen.append((client.request.headers.get("Host"), client.local_address(), client.remote_address()))
+        await client.send_text("welcome")
+        await echo(client)
+
+    async with websocket.unix_serve(tell_then_echo, socket_path, ping_interval=None):
+        async with run_nginx(tmp_path / "nginx", socket_path) as nginx:
+            async with websocket.connect(f"ws://127.0.0.1:{nginx.port}/") as client:
+                assert await asyncio.wait_for(client.recv_text(), TIMEOUT) == "welcome"
+                for message in ("text \u2713", os.urandom(1 << 20)):
+                    if isinstance(message, bytes):
+                        await client.send(message)
+                    else:
+                        await client.send_text(message)
+                    assert await asyncio.wait_for(client.recv_message(), TIMEOUT) == message
+            assert client.close_code == 1000
+    assert seen == [(f"127.0.0.1:{nginx.port}", (str(socket_path), 0), ("", 0))]
+    assert "[error]" not in nginx.error_log()
