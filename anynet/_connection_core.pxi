@@ -8,10 +8,16 @@
 # wake-up of the task waiting for them are one C call with no Python frame,
 # and that send() and recv() run no bytecode.
 
-from asyncio import current_task, get_running_loop
+from asyncio import get_running_loop
 from collections import deque
 
-from anynet._connection_core import LARGE_PAYLOAD_SIZE, OPEN, _flush_batch, _write_batch
+from anynet._connection_core import (
+    LARGE_PAYLOAD_SIZE,
+    OPEN,
+    _flush_batch,
+    _write_batch,
+    current_task,
+)
 from anynet._events import OP_BINARY, OP_TEXT
 from anynet._ws_errors import (
     ConnectionClosed,
@@ -379,14 +385,12 @@ def wake_tasks_now(loop, list waiters not None):
 cdef int _wake_tasks_now(object loop, list waiters) except -1:
     cdef bint eager = current_task(loop) is None
     for waiter in waiters:
-        if waiter.done():
-            continue
         callbacks = getattr(waiter, "_callbacks", None) if eager else None
         if callbacks and len(callbacks) == 1:
             wakeup, context = callbacks[0]
             waiter.remove_done_callback(wakeup)
             waiter.set_result(None)
             context.run(wakeup, waiter)
-        else:
+        elif not waiter.done():
             waiter.set_result(None)
     return 0
