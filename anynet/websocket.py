@@ -321,13 +321,6 @@ class connect:
         )
 
 
-# What OpenSSL reports when the answer to its ClientHello is not a TLS record
-# (typically a plain HTTP server's "400 Bad Request").
-_NOT_TLS_REASONS = frozenset(
-    ("WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "PACKET_LENGTH_TOO_LONG", "RECORD_LAYER_FAILURE")
-)
-
-
 def unix_connect(
     path: Union[str, os.PathLike[str]],
     url_path: str = "/",
@@ -371,6 +364,13 @@ def _default_client_context() -> tls.TLSContext:
     return tls.TLSContext()
 
 
+# What OpenSSL reports when the answer to its ClientHello is not a TLS record
+# (typically a plain HTTP server's "400 Bad Request").
+_NOT_TLS_REASONS = frozenset(
+    ("WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "PACKET_LENGTH_TOO_LONG", "RECORD_LAYER_FAILURE")
+)
+
+
 async def _open_connection(
     target: WebSocketURL,
     unix_path: Optional[str],
@@ -386,7 +386,9 @@ async def _open_connection(
     ssl_context = context.get(server=False) if context is not None and target.secure else None
 
     async def handshake() -> Tuple[asyncio.Transport, ResponseHeadProtocol, Optional[str]]:
-        head_protocol = functools.partial(ResponseHeadProtocol, request, over_tls=ssl_context is not None)
+        head_protocol = functools.partial(
+            ResponseHeadProtocol, request, over_tls=ssl_context is not None
+        )
         server_hostname = target.host if ssl_context is not None else None
         try:
             if unix_path is None:
