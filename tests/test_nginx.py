@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 
 import pytest
 
@@ -52,6 +53,7 @@ async def test_messages_go_both_ways_through_nginx(tmp_path):
     assert "[error]" not in nginx.error_log()
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="no Unix sockets in asyncio")
 async def test_a_server_on_a_unix_socket_behind_nginx(tmp_path):
     # The layout of docs/game-servers.md: nginx in front, the server process
     # on a Unix socket of its own.
