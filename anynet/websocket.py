@@ -24,8 +24,16 @@ A server that echoes every message with its own type::
 ``recv()`` and ``recv_text()`` take the next message of their type;
 ``recv_message()`` and ``async for`` take both in arrival order. The handler
 reads its handshake request from ``client.request`` (path, query parameters,
-headers). ``broadcast(server.clients, message)`` encodes a message once and
-writes it to every open connection.
+headers); ``client.data`` is the application's, to keep a player's state on
+the connection. ``broadcast(server.clients, message)`` encodes a message once
+and writes it to every open connection.
+
+``client = await connect(url)`` also works (the caller closes it), and
+``async for client in connect(url)`` reconnects after transient failures.
+``serve`` and ``route`` refuse requests before the upgrade with ``origins``
+(the allowed ``Origin`` values) and ``process_request`` (a hook that may
+answer instead). ``unix_serve`` and ``unix_connect`` do the same over a Unix
+socket.
 
 ``connect``, ``serve`` and ``route`` take these keyword-only limits (a peer
 can never make a connection spend more than they allow); an option has the
