@@ -78,6 +78,9 @@ async def run_clients(
     for number in range(int(os.environ["ROOMS_TOTAL_CLIENTS"])):
         members_per_room[number % rooms] += 1
     ready = asyncio.Event()
+    connected = [0]
+    all_connected = asyncio.Event()
+    say_hello = asyncio.Event()
     heard_everyone = [0]
     IDLE_END = 5.0
     go = asyncio.Event()
@@ -89,17 +92,13 @@ async def run_clients(
         ) as client:
             server_pid = int(await client.recv_text())
             others = members_per_room[room] - 1
-
-            async def say_hello() -> None:
-                # Again and again: a member that joins later missed the first.
-                while not go.is_set():
-                    await client.send(MESSAGE.pack(number, server_pid, -1, 0.0))
-                    try:
-                        await asyncio.wait_for(go.wait(), 0.5)
-                    except asyncio.TimeoutError:
-                        pass
-
-            hello = asyncio.ensure_future(say_hello())
+            connected[0] += 1
+            if connected[0] == count:
+                all_connected.set()
+            # Once every client of every process is connected (and so
+            # subscribed), one hello each: all must hear all before counting.
+            await say_hello.wait()
+            await client.send(MESSAGE.pack(number, server_pid, -1, 0.0))
             same_process: Dict[int, bool] = {}
             while len(same_process) < others:
                 sender, sender_pid, index, _ = MESSAGE.unpack(await client.recv())
@@ -109,12 +108,12 @@ async def run_clients(
             if heard_everyone[0] == count:
                 ready.set()
             await go.wait()
-            await hello
 
             async def send_all() -> None:
                 for index in range(messages):
+                    if index:
+                        await asyncio.sleep(interval)
                     await client.send(MESSAGE.pack(number, server_pid, index, time.time()))
-                    await asyncio.sleep(interval)
 
             sending = asyncio.ensure_future(send_all())
             last: Dict[int, int] = {}
@@ -124,7 +123,12 @@ async def run_clients(
             quiet_since = time.monotonic()
             while finished_senders < others or not sending.done():
                 try:
-                    message = await asyncio.wait_for(client.recv(), 0.5)
+                    if not sending.done():
+                        # Our own last message comes back to us after it
+                        # is sent: this wait always ends.
+                        message = await client.recv()
+                    else:
+                        message = await asyncio.wait_for(client.recv(), 0.5)
                 except asyncio.TimeoutError:
                     # Once our own sending is over, a silence ends the wait
                     # for whatever was lost at the very end.
@@ -167,9 +171,14 @@ async def run_clients(
         asyncio.ensure_future(client_task(first + offset, room))
         for offset, room in enumerate(room_of)
     ]
+    read_line = asyncio.get_running_loop().run_in_executor
+    await asyncio.wait_for(all_connected.wait(), 120)
+    announce(connected=True)
+    await read_line(None, sys.stdin.readline)
+    say_hello.set()
     await asyncio.wait_for(ready.wait(), 120)
     announce(ready=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    await read_line(None, sys.stdin.readline)
     go.set()
     await asyncio.gather(*tasks)
     announce(results=results)
@@ -230,13 +239,14 @@ def main() -> None:
                     ],
                 )
             )
-        for child in client_processes:
-            child.read()
+        for step in ("hello", "go"):
+            for child in client_processes:
+                child.read()
+            for child in client_processes:
+                assert child.process.stdin is not None
+                child.process.stdin.write(step + "\n")
+                child.process.stdin.flush()
         began = time.time()
-        for child in client_processes:
-            assert child.process.stdin is not None
-            child.process.stdin.write("go\n")
-            child.process.stdin.flush()
         restarted_at = None
         if options.kill_redis:
             time.sleep(options.messages * options.interval / 3)
