@@ -652,7 +652,7 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         _wake(self._drainers)
         self._flush()
         transport = self._transport
-        if transport is None or self._transport_lost:
+        if transport is None or self._transport_lost or transport.is_closing():
             return
         if not self._is_client and transport.can_write_eof():
             transport.write_eof()
