@@ -54,6 +54,7 @@ from anynet._events import (
     CLOSE_NO_STATUS,
     CLOSE_NORMAL,
     CLOSE_TRY_AGAIN_LATER,
+    MAX_CLOSE_REASON,
     OP_BINARY,
     OP_PING,
     OP_PONG,
@@ -82,8 +83,6 @@ _MAX_COPIED_SERVER_PAYLOAD = 256 * 1024
 _MAX_HEADER_SIZE = 14
 # send_nowait() buffers up to this many times write_limit (see _check_send_bound).
 SEND_NOWAIT_BOUND = 4
-# RFC 6455 section 5.5: a Close frame carries a 2-byte code and 123 bytes of reason.
-_MAX_CLOSE_REASON = 123
 
 
 class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
@@ -760,6 +759,6 @@ def _wake(waiters: List[asyncio.Future[None]]) -> None:
 
 def _truncate_reason(reason: str) -> str:
     encoded = reason.encode("utf-8")
-    if len(encoded) <= _MAX_CLOSE_REASON:
+    if len(encoded) <= MAX_CLOSE_REASON:
         return reason
-    return encoded[:_MAX_CLOSE_REASON].decode("utf-8", "ignore")
+    return encoded[:MAX_CLOSE_REASON].decode("utf-8", "ignore")

@@ -71,7 +71,6 @@ import functools
 import inspect
 import logging
 import os
-import re
 import ssl
 import sys
 from types import TracebackType
@@ -114,6 +113,7 @@ from anynet._ws_handshake import (
     check_extra_headers,
     check_request,
     check_response,
+    check_subprotocol_name,
     check_subprotocols,
     generate_key,
 )
@@ -163,9 +163,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[WebSocketClient], Awaitable[None]]
-
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-
 
 class connect:
     """Connect to a WebSocket server, in one of three ways.
@@ -716,8 +713,8 @@ class _Endpoint:
 
 
 def _check_protocol(protocol: Optional[str]) -> None:
-    if protocol is not None and (not isinstance(protocol, str) or not _TOKEN.fullmatch(protocol)):
-        raise ValueError(f"invalid subprotocol name: {protocol!r}")
+    if protocol is not None:
+        check_subprotocol_name(protocol)
 
 
 def _check_context(context: Optional[tls.TLSContext]) -> None:

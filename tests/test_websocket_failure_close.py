@@ -11,12 +11,11 @@ whole Close frame and then the end of the stream, never ``ConnectionResetError``
 from __future__ import annotations
 
 import asyncio
-import struct
 
 import pytest
 
 from anynet import websocket
-from rawpeer import masked_frame, read_frame, read_head, upgrade_request
+from rawpeer import close_code, masked_frame, read_frame, read_head, upgrade_request
 from support import TIMEOUT
 
 TRIES = 50
@@ -88,7 +87,7 @@ async def fail_while_sending(server, first_frame, ssl=None):
     finally:
         writer.close()
         await asyncio.wait_for(writer.wait_closed(), TIMEOUT)
-    return struct.unpack("!H", payload[:2])[0]
+    return close_code(payload)
 
 
 @pytest.mark.parametrize("failure", list(FAILURES))
