@@ -65,6 +65,14 @@ not verify) propagate as the ``OSError`` the operating system reported.
 
 from __future__ import annotations
 
+if __name__ == "__main__":
+    # ``python -m anynet.websocket`` runs this file as __main__; the command
+    # line imports anynet.websocket itself. Handing over before anything is
+    # defined here keeps that the only copy of the module.
+    from anynet._cli import main
+
+    raise SystemExit(main(prog="python -m anynet.websocket"))
+
 import asyncio
 import contextlib
 import functools
@@ -723,8 +731,3 @@ def _check_context(context: Optional[tls.TLSContext]) -> None:
             f"the TLS context must be an anynet.tls.TLSContext, not {type(context).__name__}"
         )
 
-
-if __name__ == "__main__":
-    from anynet._cli import main
-
-    raise SystemExit(main(prog="python -m anynet.websocket"))
