@@ -246,6 +246,33 @@ async def test_the_servers_close_code_and_reason_reach_the_browser(chromium, tra
     assert closed == {"code": 4001, "reason": "server says bye", "wasClean": True}
 
 
+@pytest.mark.parametrize("size", [64 * 1024, 2 * 1024])
+@pytest.mark.parametrize("transport", ["ws", "nginx"])
+async def test_an_oversized_message_is_closed_with_1009_every_time(chromium, transport, size, pki, tmp_path):
+    # The whole message is on its way when the server refuses it: the Close
+    # frame must still reach the browser, not be overtaken by a reset, and the
+    # browser's answering Close must be taken before TCP ends (behind nginx,
+    # which ends both sides when one side ends, too).
+    async with browse(chromium, transport, pki, tmp_path) as (site, page):
+        closes = await page.evaluate(
+            f"""(async () => {{
+                const closes = [];
+                for (let attempt = 0; attempt < {TRIES}; attempt++) {{
+                    const socket = await openSocket("/small");
+                    socket.send(pattern({size}));
+                    const closed = await socket.closed;
+                    closes.push([closed.code, closed.wasClean]);
+                }}
+                return closes;
+            }})()""",
+            wait=TIMEOUT * 3,
+        )
+    outcomes = {tuple(close): closes.count(close) for close in closes}
+    assert outcomes == {(1009, True): TRIES}
+    if site.nginx is not None:
+        assert "reset by peer" not in site.nginx.error_log()
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_origins_admit_the_sites_own_page_and_refuse_another(
     chromium, transport, pki, tmp_path, caplog
@@ -286,30 +313,3 @@ async def test_origins_admit_the_sites_own_page_and_refuse_another(
         "/theirs" in record.getMessage() and own_origin in record.getMessage()
         for record in caplog.records
     )
-
-
-@pytest.mark.parametrize("size", [64 * 1024, 2 * 1024])
-@pytest.mark.parametrize("transport", ["ws", "nginx"])
-async def test_an_oversized_message_is_closed_with_1009_every_time(chromium, transport, size, pki, tmp_path):
-    # The whole message is on its way when the server refuses it: the Close
-    # frame must still reach the browser, not be overtaken by a reset, and the
-    # browser's answering Close must be taken before TCP ends (behind nginx,
-    # which ends both sides when one side ends, too).
-    async with browse(chromium, transport, pki, tmp_path) as (site, page):
-        closes = await page.evaluate(
-            f"""(async () => {{
-                const closes = [];
-                for (let attempt = 0; attempt < {TRIES}; attempt++) {{
-                    const socket = await openSocket("/small");
-                    socket.send(pattern({size}));
-                    const closed = await socket.closed;
-                    closes.push([closed.code, closed.wasClean]);
-                }}
-                return closes;
-            }})()""",
-            wait=TIMEOUT * 3,
-        )
-    outcomes = {tuple(close): closes.count(close) for close in closes}
-    assert outcomes == {(1009, True): TRIES}
-    if site.nginx is not None:
-        assert "reset by peer" not in site.nginx.error_log()

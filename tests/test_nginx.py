@@ -53,6 +53,24 @@ async def test_messages_go_both_ways_through_nginx(tmp_path):
     assert "[error]" not in nginx.error_log()
 
 
+@pytest.mark.parametrize("size", [64 * 1024, 2 * 1024])
+async def test_an_oversized_message_is_closed_with_1009_and_nginx_sees_no_reset(tmp_path, size):
+    async def read_all(client):
+        async for _ in client:
+            pass
+
+    codes = []
+    async with behind_nginx(read_all, tmp_path, max_message_size=SMALL_LIMIT) as (nginx, url):
+        for _ in range(TRIES):
+            async with websocket.connect(url) as client:
+                await client.send(os.urandom(size))
+                with pytest.raises(websocket.ConnectionClosedError) as closed:
+                    await asyncio.wait_for(client.recv(), TIMEOUT)
+                codes.append(closed.value.code)
+    assert codes == [1009] * TRIES
+    assert "reset by peer" not in nginx.error_log()
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="no Unix sockets in asyncio")
 async def test_a_server_on_a_unix_socket_behind_nginx(tmp_path):
     # The layout of docs/game-servers.md: nginx in front, the server process
@@ -73,21 +91,3 @@ async def test_a_server_on_a_unix_socket_behind_nginx(tmp_path):
             assert client.close_code == 1000
     assert seen == [(f"127.0.0.1:{nginx.port}", (str(socket_path), 0), ("", 0))]
     assert "[error]" not in nginx.error_log()
-
-
-@pytest.mark.parametrize("size", [64 * 1024, 2 * 1024])
-async def test_an_oversized_message_is_closed_with_1009_and_nginx_sees_no_reset(tmp_path, size):
-    async def read_all(client):
-        async for _ in client:
-            pass
-
-    codes = []
-    async with behind_nginx(read_all, tmp_path, max_message_size=SMALL_LIMIT) as (nginx, url):
-        for _ in range(TRIES):
-            async with websocket.connect(url) as client:
-                await client.send(os.urandom(size))
-                with pytest.raises(websocket.ConnectionClosedError) as closed:
-                    await asyncio.wait_for(client.recv(), TIMEOUT)
-                codes.append(closed.value.code)
-    assert codes == [1009] * TRIES
-    assert "reset by peer" not in nginx.error_log()
