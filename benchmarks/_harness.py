@@ -34,6 +34,7 @@ REFERENCE = "picows"
 
 IMPORTS = {
     "anynet": "anynet.websocket",
+    "anynet-aiofastnet": "anynet.websocket, aiofastnet",
     "picows": "picows",
     "websockets": "websockets.asyncio.server",
     "aiohttp": "aiohttp.web",
@@ -74,10 +75,12 @@ def unavailable_reason(name: str) -> str | None:
 class Worker:
     """One worker process and the JSON-lines conversation with it."""
 
-    def __init__(self, role: str, library: str, loop: str, start_timeout: float = 60) -> None:
-        self.name = f"{library} {role} on {loop}"
+    def __init__(
+        self, role: str, library: str, loop: str, start_timeout: float = 60, secure: bool = False
+    ) -> None:
+        self.name = f"{library} {role} on {loop}" + (" over TLS" if secure else "")
         self.process = subprocess.Popen(
-            [sys.executable, str(WORKER), role, library, loop],
+            [sys.executable, str(WORKER), role, library, loop] + (["tls"] if secure else []),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             cwd=REPOSITORY,
@@ -136,24 +139,24 @@ class Workers:
     """The server and client process of each (library, loop), started on first use."""
 
     def __init__(self) -> None:
-        self._running: dict[tuple[str, str, str], Worker] = {}
+        self._running: dict[tuple[str, str, str, bool], Worker] = {}
 
-    def get(self, role: str, library: str, loop: str) -> Worker:
-        key = (role, library, loop)
+    def get(self, role: str, library: str, loop: str, secure: bool = False) -> Worker:
+        key = (role, library, loop, secure)
         if key not in self._running:
-            self._running[key] = Worker(role, library, loop)
+            self._running[key] = Worker(role, library, loop, secure=secure)
         return self._running[key]
 
-    def stop(self, library: str, loop: str) -> None:
+    def stop(self, library: str, loop: str, secure: bool = False) -> None:
         """Stop the pair, e.g. after a failure; the next measurement starts a fresh one."""
         for role in ("client", "server"):
-            worker = self._running.pop((role, library, loop), None)
+            worker = self._running.pop((role, library, loop, secure), None)
             if worker is not None:
                 worker.stop()
 
     def stop_all(self) -> None:
-        for role, library, loop in list(self._running):
-            self.stop(library, loop)
+        for role, library, loop, secure in list(self._running):
+            self.stop(library, loop, secure)
 
 
 def machine_description() -> dict[str, Any]:
@@ -176,6 +179,14 @@ def machine_description() -> dict[str, Any]:
         "libraries": _peers.library_versions(),
         "anynet_commit": git_commit(),
     }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far, from /proc (Linux)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        # The command name (field 2) may hold spaces; the fields after it do not.
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def load_average() -> tuple[float, float, float] | None:
@@ -394,7 +405,7 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 def default_library_order(libraries: Iterable[str]) -> list[str]:
     """Libraries in the canonical column order, whatever order they were asked in."""
     chosen = set(libraries)
-    return [library for library in _peers.LIBRARIES if library in chosen]
+    return [library for library in _peers.LIBRARIES + (_peers.ANYNET_ON_AIOFASTNET,) if library in chosen]
 
 
 def report(intro: str, table: str, results: dict[str, Any]) -> str:

@@ -1,7 +1,7 @@
 """A benchmark process: one library's echo server, or one library's client.
 
-    python _worker.py server LIBRARY LOOP
-    python _worker.py client LIBRARY LOOP
+    python _worker.py server LIBRARY LOOP [tls]
+    python _worker.py client LIBRARY LOOP [tls]
 
 The harness starts one of each per library and event loop and keeps them for the
 whole run, so a measurement costs no interpreter start-up.  They speak JSON lines:
@@ -9,7 +9,9 @@ the harness writes commands to stdin, the worker answers each with one line on i
 standard output (which nothing else may use: stray prints go to stderr).  A server
 announces ``{"port": ..., "pid": ...}`` and serves until its stdin closes.  A client
 answers every command, or reports ``{"error": ...}`` and exits, so that a failed
-measurement never leaves half-open connections behind for the next one.
+measurement never leaves half-open connections behind for the next one.  With
+``tls`` both speak wss:// (anynet and picows only).  The library
+``anynet-aiofastnet`` is anynet on a loop patched by ``aiofastnet.patch_loop``.
 
 Client commands:
 
@@ -38,14 +40,20 @@ from typing import Any, Awaitable, Callable, TextIO
 import _peers
 
 
-def new_event_loop(name: str) -> asyncio.AbstractEventLoop:
+def new_event_loop(name: str, library: str) -> asyncio.AbstractEventLoop:
     if name == "uvloop":
         import uvloop
 
-        return uvloop.new_event_loop()
-    if name == "asyncio":
-        return asyncio.new_event_loop()
-    raise ValueError(f"unknown event loop {name!r}")
+        loop = uvloop.new_event_loop()
+    elif name == "asyncio":
+        loop = asyncio.new_event_loop()
+    else:
+        raise ValueError(f"unknown event loop {name!r}")
+    if library == _peers.ANYNET_ON_AIOFASTNET:
+        import aiofastnet
+
+        aiofastnet.patch_loop(loop)
+    return loop
 
 
 def raise_file_limit() -> None:
@@ -72,10 +80,10 @@ class Channel:
         self._replies.flush()
 
 
-async def serve(library: str, channel: Channel) -> None:
-    async with _peers.SERVERS[library]() as port:
+async def serve(library: str, channel: Channel, secure: bool) -> None:
+    async with _peers.SERVERS[library](secure) as port:
         hello: dict[str, Any] = {"port": port, "pid": os.getpid()}
-        if library == "anynet":
+        if library.startswith("anynet"):
             import anynet
             from anynet import _backend
 
@@ -98,9 +106,9 @@ async def open_connections(
     return await asyncio.gather(*(open_one() for _ in range(count)))
 
 
-async def echo(library: str, command: dict[str, Any]) -> dict[str, Any]:
+async def echo(library: str, command: dict[str, Any], secure: bool) -> dict[str, Any]:
     payload = os.urandom(command["size"])
-    client = _peers.make_client(library, payload)
+    client = _peers.make_client(library, payload, secure)
     meter = _peers.Meter()
     window = command["window"]
     async with contextlib.AsyncExitStack() as stack:
@@ -119,8 +127,8 @@ async def echo(library: str, command: dict[str, Any]) -> dict[str, Any]:
     return meter.result()
 
 
-async def handshakes(library: str, command: dict[str, Any]) -> dict[str, Any]:
-    client = _peers.make_client(library, b"")
+async def handshakes(library: str, command: dict[str, Any], secure: bool) -> dict[str, Any]:
+    client = _peers.make_client(library, b"", secure)
     meter = _peers.Meter()
     port = command["port"]
 
@@ -138,8 +146,10 @@ async def handshakes(library: str, command: dict[str, Any]) -> dict[str, Any]:
     return meter.result()
 
 
-async def hold(library: str, command: dict[str, Any], channel: Channel) -> dict[str, Any] | None:
-    client = _peers.make_client(library, b"")
+async def hold(
+    library: str, command: dict[str, Any], channel: Channel, secure: bool
+) -> dict[str, Any] | None:
+    client = _peers.make_client(library, b"", secure)
     async with contextlib.AsyncExitStack() as stack:
         if hasattr(client, "aclose"):
             stack.push_async_callback(client.aclose)
@@ -155,7 +165,7 @@ async def hold(library: str, command: dict[str, Any], channel: Channel) -> dict[
     return {"released": len(connections)}
 
 
-async def run_client(library: str, channel: Channel) -> None:
+async def run_client(library: str, channel: Channel, secure: bool) -> None:
     operations: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
         "echo": echo,
         "handshakes": handshakes,
@@ -167,9 +177,9 @@ async def run_client(library: str, channel: Channel) -> None:
             return
         try:
             if command["op"] == "hold":
-                reply = await hold(library, command, channel)
+                reply = await hold(library, command, channel, secure)
             else:
-                reply = await operations[command["op"]](library, command)
+                reply = await operations[command["op"]](library, command, secure)
         except Exception as error:
             traceback.print_exc()
             channel.send({"error": f"{type(error).__name__}: {error}"})
@@ -181,17 +191,18 @@ async def run_client(library: str, channel: Channel) -> None:
 
 def main() -> None:
     role, library, loop_name = sys.argv[1:4]
+    secure = sys.argv[4:] == ["tls"]
     raise_file_limit()
     # The reply channel is a private copy of stdout; anything printed goes to stderr.
     channel = Channel(sys.stdin, os.fdopen(os.dup(sys.stdout.fileno()), "w"))
     sys.stdout = sys.stderr
-    loop = new_event_loop(loop_name)
+    loop = new_event_loop(loop_name, library)
     asyncio.set_event_loop(loop)
     try:
         if role == "server":
-            loop.run_until_complete(serve(library, channel))
+            loop.run_until_complete(serve(library, channel, secure))
         else:
-            loop.run_until_complete(run_client(library, channel))
+            loop.run_until_complete(run_client(library, channel, secure))
     finally:
         loop.close()
 
