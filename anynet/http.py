@@ -34,6 +34,7 @@ from anynet._http_connection import (
     ServerState,
 )
 from anynet._http_message import HTTPHeaders, HTTPRequest, HTTPResponse
+from anynet._transport import Listener, listen
 
 if TYPE_CHECKING:
     from anynet.tls import TLSContext
@@ -141,7 +142,7 @@ class HTTPServer:
         self._backlog = backlog
         self._reuse_port = reuse_port
         self._state = ServerState()
-        self._server: Optional[asyncio.Server] = None
+        self._server: Optional[Listener] = None
 
     def local_address(self) -> tuple[str, int]:
         """The address the server listens on, ``(host, port)`` (the first
@@ -157,14 +158,13 @@ class HTTPServer:
         host = self._host or default_gateway_address()
         ssl = self._context.get(server=True) if self._context is not None else None
         limits, state, handler = self._limits, self._state, self._handler
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
+        self._server = await listen(
             lambda: HTTPServerProtocol(handler, limits, state),
             host,
             self._port,
-            ssl=ssl,
+            ssl_context=ssl,
             # The TLS handshake comes before the request head; bound it the same way.
-            ssl_handshake_timeout=limits.head_timeout if ssl is not None else None,
+            handshake_timeout=limits.head_timeout,
             backlog=self._backlog,
             reuse_port=self._reuse_port,
         )

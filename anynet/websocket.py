@@ -78,7 +78,7 @@ from typing import (
     Tuple,
 )
 
-from anynet import http, tls
+from anynet import _transport, http, tls
 from anynet._events import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL
 from anynet._url import WebSocketURL, parse_url
 from anynet._ws_errors import (
@@ -206,18 +206,13 @@ async def _open_connection(
     options: ConnectionOptions,
     timeout: Optional[float],
 ) -> WebSocketClient:
-    loop = asyncio.get_running_loop()
     key = generate_key()
     request = build_request(target, key, offer, extra_headers)
     ssl_context = context.get(server=False) if context is not None and target.secure else None
 
     async def handshake() -> Tuple[asyncio.Transport, ResponseHeadProtocol, Optional[str]]:
-        transport, protocol = await loop.create_connection(
-            lambda: ResponseHeadProtocol(request),
-            target.host,
-            target.port,
-            ssl=ssl_context,
-            server_hostname=target.host if ssl_context is not None else None,
+        transport, protocol = await _transport.connect(
+            lambda: ResponseHeadProtocol(request), target.host, target.port, ssl_context, target.host
         )
         try:
             head = await protocol.head
