@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import socket
 import ssl
-from typing import Callable, Dict, List, Optional, Set, Tuple, TypeVar
+from typing import Any, Callable, Coroutine, Dict, List, Optional, Set, Tuple, TypeVar
 
 import aiofastnet
 
@@ -121,6 +122,7 @@ class Listener:
         self._protocol_factory = protocol_factory
         self._ssl_context = ssl_context
         self._handshake_timeout = handshake_timeout
+        self._connect_accepted_socket = _accepted_socket_connector(loop, ssl_context)
         # The retry timer of each listening socket (by descriptor) that is backing off.
         self._retries: Dict[int, asyncio.TimerHandle] = {}
         # Connections being set up (the TLS handshake), so that close() can end them.
@@ -202,8 +204,7 @@ class Listener:
 
     def _serve(self, sock: socket.socket) -> None:
         task = self._loop.create_task(
-            aiofastnet.connect_accepted_socket(
-                self._loop,
+            self._connect_accepted_socket(
                 self._protocol_factory,
                 sock,
                 ssl=self._ssl_context,
@@ -224,6 +225,18 @@ class Listener:
             # A failed TLS handshake (a scanner, a wrong certificate, a timeout):
             # the peer's problem, not the server's; the transport is closed.
             logger.debug("a connection ended during its set-up: %r", error)
+
+
+def _accepted_socket_connector(
+    loop: asyncio.AbstractEventLoop, ssl_context: Optional[ssl.SSLContext]
+) -> Callable[..., Coroutine[Any, Any, Tuple[asyncio.Transport, asyncio.BaseProtocol]]]:
+    """aiofastnet's ``connect_accepted_socket``, or the loop's own for a TLS
+    context with an ``sni_callback``: CPython calls that hook with its own
+    SSL object, which aiofastnet's OpenSSL engine does not make (the process
+    would crash in the handshake)."""
+    if ssl_context is not None and ssl_context.sni_callback is not None:
+        return loop.connect_accepted_socket
+    return functools.partial(aiofastnet.connect_accepted_socket, loop)
 
 
 def _name(sock: socket.socket) -> str:

@@ -1,6 +1,8 @@
-"""The layer under the frames: accepting at the file-descriptor limit.
+"""The layer under the frames: accepting at the file-descriptor limit, and the
+TLS duties of the transports (handshake timeout, close_notify, SNI, no
+renegotiation), on both event loops.
 
-The server runs in a process of its own (tests/fd_limit_server.py) with
+At the limit, the server runs in a process of its own (tests/fd_limit_server.py) with
 RLIMIT_NOFILE lowered to 128, and a flood of connections takes every descriptor
 it has. It must back off (not spin, not flood its log), then accept again once
 descriptors are free.
@@ -11,7 +13,10 @@ from __future__ import annotations
 import asyncio
 import os
 import queue
+import shutil
 import socket
+import ssl
+import struct
 import subprocess
 import sys
 import threading
@@ -20,9 +25,10 @@ from pathlib import Path
 
 import pytest
 
+import rawpeer
 from anynet import websocket
 from conftest import LOOP_FACTORIES
-from support import TIMEOUT
+from support import TIMEOUT, echo
 
 TESTS = Path(__file__).resolve().parent
 SERVER = TESTS / "fd_limit_server.py"
@@ -141,3 +147,94 @@ def test_accept_backs_off_at_the_descriptor_limit_and_resumes(loop_name):
         for connection in flood:
             connection.close()
         server.stop()
+
+
+# ------------------------------------------------------------------ TLS, on both loops
+
+
+def tls_echo_server(pki, **options):
+    return websocket.serve(echo, "127.0.0.1", 0, pki.server_context(), ping_interval=None, **options)
+
+
+async def test_tls_handshake_timeout_drops_a_silent_client(pki):
+    async with tls_echo_server(pki, handshake_timeout=0.2) as server:
+        reader, writer = await asyncio.open_connection(*server.local_address())
+        try:
+            # No ClientHello: the server gives up on the handshake and closes.
+            assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
+        finally:
+            writer.close()
+
+
+def close_through_blocking_tls_client(port: int, client_context: ssl.SSLContext) -> bytes:
+    """Upgrade, send a Close frame, and read until the server ends TLS.
+
+    With ``suppress_ragged_eofs=False`` a TCP end without the server's
+    close_notify raises SSLEOFError instead of reading as b"".
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as raw:
+        with client_context.wrap_socket(
+            raw, server_hostname="localhost", suppress_ragged_eofs=False
+        ) as tls:
+            tls.sendall(rawpeer.upgrade_request()[0])
+            received = b""
+            while b"\r\n\r\n" not in received:
+                received += tls.recv(4096)
+            tls.sendall(rawpeer.masked_frame(0x8, struct.pack("!H", 1000)))
+            while True:
+                data = tls.recv(4096)
+                if not data:
+                    return received
+                received += data
+
+
+async def test_server_ends_tls_with_close_notify(pki):
+    async with tls_echo_server(pki) as server:
+        client_context = pki.client_context().get(False)
+        received = await asyncio.wait_for(
+            asyncio.get_running_loop().run_in_executor(
+                None, close_through_blocking_tls_client, server.local_address()[1], client_context
+            ),
+            TIMEOUT,
+        )
+    assert received.startswith(b"HTTP/1.1 101 ")
+    # The server's Close frame came back before close_notify and the TCP end.
+    assert received.endswith(b"\x88\x02\x03\xe8")
+
+
+async def test_client_sends_the_host_name_as_sni(pki):
+    names = []
+    context = pki.server_context()
+    context.get(True).sni_callback = lambda ssl_object, name, ssl_context: names.append(name)
+    async with websocket.serve(echo, "127.0.0.1", 0, context, ping_interval=None) as server:
+        url = f"wss://localhost:{server.local_address()[1]}/"
+        async with websocket.connect(url, pki.client_context()) as client:
+            await client.send_text("hello")
+            assert await asyncio.wait_for(client.recv_text(), TIMEOUT) == "hello"
+    assert names == ["localhost"]
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+async def test_server_refuses_tls_renegotiation(pki):
+    async with tls_echo_server(pki) as server:
+        host, port = server.local_address()[:2]
+        # TLS 1.2: TLS 1.3 has no renegotiation. "R" on a line of its own asks
+        # s_client to renegotiate.
+        peer = await asyncio.create_subprocess_exec(
+            "openssl", "s_client", "-connect", f"{host}:{port}", "-tls1_2", "-brief",
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        try:
+            output = b""
+            while b"CONNECTION ESTABLISHED" not in output:
+                line = await asyncio.wait_for(peer.stdout.readline(), TIMEOUT)
+                assert line, output
+                output += line
+            peer.stdin.write(b"R\n")
+            output += await asyncio.wait_for(peer.stdout.read(), TIMEOUT)
+        finally:
+            if peer.returncode is None:
+                peer.kill()
+            await peer.wait()
+    assert b"RENEGOTIATING" in output
+    assert b"no renegotiation" in output
