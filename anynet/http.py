@@ -259,7 +259,9 @@ def serve(
 
     Operators: ``backlog`` (1024) is the listen queue, ``reuse_port`` sets
     SO_REUSEPORT so that several processes can serve one port; accepted
-    sockets get TCP_NODELAY. When the ``async with`` block exits, the server
+    sockets get TCP_NODELAY. Out of file descriptors, the server stops
+    accepting, logs one warning and retries every 0.1 s; clients wait in the
+    listen queue meanwhile. When the ``async with`` block exits, the server
     stops accepting, closes idle connections, cancels the tasks of upgraded
     connections (their upgrade function sees the cancellation) and gives
     requests in flight ``shutdown_timeout`` (5 s) to be answered; then it
