@@ -2,7 +2,8 @@
 # comments there hold here too), part of anynet._speedups so that it calls
 # the reader and writer above as C functions. The behaviour is the
 # pure-Python class's; only the helpers that nothing outside the core calls
-# (_receiver, _next_message, _send_frame, _flush_pending) are C functions.
+# (_receiver, _next_message, _refuse_hopeless_wait, _send_frame,
+# _flush_pending, _dispatch, _deliver) are C functions.
 # What compiling buys is that a read, the queueing of its messages and the
 # wake-up of the task waiting for them are one C call with no Python frame,
 # and that send() and recv() run no bytecode.
@@ -12,7 +13,12 @@ from collections import deque
 
 from anynet._connection_core import LARGE_PAYLOAD_SIZE, OPEN, _flush_batch, _write_batch
 from anynet._events import OP_BINARY, OP_TEXT
-from anynet._ws_errors import ConnectionClosedOK
+from anynet._ws_errors import (
+    ConnectionClosed,
+    ConnectionClosedOK,
+    MessageCallbackSet,
+    MessageTypeError,
+)
 
 cdef extern from "Python.h":
     const Py_ssize_t PY_SSIZE_T_MAX
@@ -50,6 +56,7 @@ cdef class ConnectionCore:
     cdef public list _write_batch
     cdef public Py_ssize_t _write_limit
     cdef public bint _writing_paused
+    cdef public object _on_message
 
     def __init__(self, FrameReader reader not None, FrameWriter writer not None, options):
         self._loop = get_running_loop()
@@ -96,6 +103,34 @@ cdef class ConnectionCore:
             await self._wait_for_writing()
         self._send_frame(self._writer._encode(_TEXT, data, True))
 
+    def send_nowait(self, data):
+        """Send a binary message now, without waiting; see ``set_message_callback``."""
+        cls = type(data)
+        if cls is not bytes and not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(
+                f"send_nowait() takes bytes, not {cls.__name__}; use send_text_nowait() for str"
+            )
+        if self._state is not _OPEN:
+            raise self._closed_exception()
+        if self._writing_paused:
+            self._check_send_bound()
+        if (cls is bytes or cls is bytearray) and len(data) >= _LARGE_PAYLOAD:
+            self._write_large(OP_BINARY, data)
+        else:
+            self._send_frame(self._writer._encode(_BINARY, data, True))
+
+    def send_text_nowait(self, data):
+        """Send a text message now, without waiting; see ``set_message_callback``."""
+        if type(data) is not str and not isinstance(data, str):
+            raise TypeError(
+                f"send_text_nowait() takes str, not {type(data).__name__}; use send_nowait() for bytes"
+            )
+        if self._state is not _OPEN:
+            raise self._closed_exception()
+        if self._writing_paused:
+            self._check_send_bound()
+        self._send_frame(self._writer._encode(_TEXT, data, True))
+
     def _write(self, bytes data):
         self._send_frame(data)
 
@@ -138,6 +173,8 @@ cdef class ConnectionCore:
             message = self._next_message(bytes)
             if message is not None:
                 return message
+            if self._reading_paused:
+                self._refuse_hopeless_wait(bytes)
             await self._receiver()
 
     async def recv_text(self):
@@ -146,6 +183,8 @@ cdef class ConnectionCore:
             message = self._next_message(str)
             if message is not None:
                 return message
+            if self._reading_paused:
+                self._refuse_hopeless_wait(str)
             await self._receiver()
 
     async def recv_message(self):
@@ -179,6 +218,9 @@ cdef class ConnectionCore:
         cdef list receivers
         if not events:
             return
+        if self._on_message is not None:
+            self._dispatch(events)
+            return
         messages = self._messages
         if messages is None:
             messages = self._messages = deque()
@@ -198,6 +240,8 @@ cdef class ConnectionCore:
 
     cdef object _receiver(self):
         cdef list receivers
+        if self._on_message is not None:
+            raise MessageCallbackSet("messages go to the message callback, not to receive methods")
         if self._deferred_failure is not None:
             self._fail_deferred()
         if not self._receiving:
@@ -213,6 +257,11 @@ cdef class ConnectionCore:
         receiver = self._loop.create_future()
         receivers.append(receiver)
         return receiver
+
+    cdef int _refuse_hopeless_wait(self, object kind) except -1:
+        if self._receiving and self._deferred_failure is None and self._messages:
+            raise MessageTypeError(kind, len(self._messages))
+        return 0
 
     cdef object _next_message(self, object kind):
         messages = self._messages
@@ -232,9 +281,84 @@ cdef class ConnectionCore:
             self._resume_reading_if_drained()
         return message
 
+    # ------------------------------------------------------------------
+    # Receiving by callback
+
+    def set_message_callback(self, callback):
+        """Deliver every message to ``callback(message)`` as it arrives; None returns to the queue.
+
+        ``callback`` is called from the read path, without a task switch,
+        with ``bytes`` for a binary message and ``str`` for a text message;
+        it answers with ``send_nowait``/``send_text_nowait``. Messages already
+        queued go to it first, in order. While it is set, the receive methods
+        raise ``MessageCallbackSet``, and reading pauses while the send buffer
+        is over ``write_limit``. An exception from ``callback`` fails the
+        connection with code 1011 and is logged.
+        """
+        if callback is not None and not callable(callback):
+            raise TypeError(f"the message callback must be callable, not {type(callback).__name__}")
+        self._on_message = callback
+        if callback is None:
+            if self._reading_paused:
+                self._resume_reading_if_drained()
+            return
+        messages = self._messages
+        while messages and self._on_message is callback:
+            if not self._deliver(callback, messages.popleft()):
+                return
+        receivers, self._receivers = self._receivers, []
+        for receiver in receivers:
+            if not receiver.done():
+                receiver.set_result(None)
+        if self._reading_paused and not self._writing_paused:
+            self._resume_reading()
+        elif self._writing_paused and not self._reading_paused and self._state is _OPEN:
+            self._pause_reading()
+
+    cdef int _dispatch(self, list events) except -1:
+        cdef list receivers
+        for event in events:
+            cls = type(event)
+            if cls is bytes or cls is str:
+                callback = self._on_message
+                if callback is not None:
+                    if not self._deliver(callback, event):
+                        return 0
+                    continue
+                if self._messages is None:
+                    self._messages = deque()
+                self._messages.append(event)
+            else:
+                self._control_event(event)
+        if self._pending is not None:
+            if self._pending:
+                self._flush_pending()
+            else:
+                self._pending = None
+        receivers = self._receivers
+        if receivers and self._messages:
+            self._receivers = []
+            _wake_tasks_now(self._loop, receivers)
+        return 0
+
+    cdef bint _deliver(self, object callback, object message) except -1:
+        try:
+            callback(message)
+        except ConnectionClosed:
+            return False
+        except Exception as error:
+            self._callback_failed(error)
+            return False
+        return True
+
     def _pause_reading(self):
+        cdef list receivers
         self._reading_paused = True
         self._transport.pause_reading()
+        receivers = self._receivers
+        if receivers:
+            self._receivers = []
+            _wake_tasks_now(self._loop, receivers)
 
     def _resume_reading(self):
         self._reading_paused = False

@@ -16,10 +16,15 @@ import asyncio
 import sys
 import weakref
 from collections import deque
-from typing import TYPE_CHECKING, Any, Deque, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Deque, List, Optional, Union
 
 from anynet._events import OP_BINARY, OP_TEXT
-from anynet._ws_errors import ConnectionClosed, ConnectionClosedOK
+from anynet._ws_errors import (
+    ConnectionClosed,
+    ConnectionClosedOK,
+    MessageCallbackSet,
+    MessageTypeError,
+)
 
 if TYPE_CHECKING:
     from anynet._events import ProtocolError
@@ -27,6 +32,7 @@ if TYPE_CHECKING:
     from anynet._ws_options import ConnectionOptions
 
 Message = Union[bytes, str]
+MessageCallback = Callable[[Message], object]
 
 # Connection states (see anynet._ws_protocol).
 OPEN = 1
@@ -61,6 +67,7 @@ class ConnectionCore:
         "_write_batch",
         "_write_limit",
         "_writing_paused",
+        "_on_message",
     )
 
     if TYPE_CHECKING:
@@ -69,6 +76,8 @@ class ConnectionCore:
         def _closed_exception(self) -> ConnectionClosed: ...
         def _fail_deferred(self) -> None: ...
         async def _wait_for_writing(self) -> None: ...
+        def _check_send_bound(self) -> None: ...
+        def _callback_failed(self, error: Exception) -> None: ...
         def _write_large(self, opcode: int, payload: Union[bytes, bytearray]) -> None: ...
 
     def __init__(
@@ -99,6 +108,8 @@ class ConnectionCore:
         self._write_batch = _write_batch(self._loop)
         self._write_limit = options.write_limit
         self._writing_paused = False
+        # Set by set_message_callback: messages go to it instead of the queue.
+        self._on_message: Optional[MessageCallback] = None
 
     # ------------------------------------------------------------------
     # Sending
@@ -128,6 +139,34 @@ class ConnectionCore:
             raise self._closed_exception()
         if self._writing_paused:
             await self._wait_for_writing()
+        self._write(self._writer.encode(OP_TEXT, data))
+
+    def send_nowait(self, data: bytes) -> None:
+        """Send a binary message now, without waiting; see ``set_message_callback``."""
+        cls: type = data.__class__
+        if cls is not bytes and not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(
+                f"send_nowait() takes bytes, not {cls.__name__}; use send_text_nowait() for str"
+            )
+        if self._state is not OPEN:
+            raise self._closed_exception()
+        if self._writing_paused:
+            self._check_send_bound()
+        if (cls is bytes or cls is bytearray) and len(data) >= LARGE_PAYLOAD_SIZE:
+            self._write_large(OP_BINARY, data)
+        else:
+            self._write(self._writer.encode(OP_BINARY, data))
+
+    def send_text_nowait(self, data: str) -> None:
+        """Send a text message now, without waiting; see ``set_message_callback``."""
+        if data.__class__ is not str and not isinstance(data, str):
+            raise TypeError(
+                f"send_text_nowait() takes str, not {type(data).__name__}; use send_nowait() for bytes"
+            )
+        if self._state is not OPEN:
+            raise self._closed_exception()
+        if self._writing_paused:
+            self._check_send_bound()
         self._write(self._writer.encode(OP_TEXT, data))
 
     def _write(self, data: bytes) -> None:
@@ -173,6 +212,8 @@ class ConnectionCore:
             message = self._next_message(bytes)
             if message is not None:
                 return message  # type: ignore[return-value]  # of the class asked for
+            if self._reading_paused:
+                self._refuse_hopeless_wait(bytes)
             await self._receiver()
 
     async def recv_text(self) -> str:
@@ -181,6 +222,8 @@ class ConnectionCore:
             message = self._next_message(str)
             if message is not None:
                 return message  # type: ignore[return-value]  # of the class asked for
+            if self._reading_paused:
+                self._refuse_hopeless_wait(str)
             await self._receiver()
 
     async def recv_message(self) -> Message:
@@ -215,6 +258,9 @@ class ConnectionCore:
         events: List[Any] = self._reader.buffer_updated(nbytes)
         if not events:
             return
+        if self._on_message is not None:
+            self._dispatch(events)
+            return
         messages = self._messages
         if messages is None:
             messages = self._messages = deque()
@@ -242,6 +288,8 @@ class ConnectionCore:
         own: a connection waiting for its next message holds one frame less,
         and each wait costs one coroutine less.
         """
+        if self._on_message is not None:
+            raise MessageCallbackSet("messages go to the message callback, not to receive methods")
         if self._deferred_failure is not None:
             self._fail_deferred()
         if not self._receiving:
@@ -261,6 +309,14 @@ class ConnectionCore:
         receiver: asyncio.Future[None] = self._loop.create_future()
         receivers.append(receiver)
         return receiver
+
+    def _refuse_hopeless_wait(self, kind: type) -> None:
+        """Raise ``MessageTypeError`` for a receive of class ``kind`` that
+        finds none queued while reading is paused: the queue is full of the
+        other type, so nothing it waits for can arrive. A connection that is
+        closing or closed is left to ``_receiver`` to report."""
+        if self._receiving and self._deferred_failure is None and self._messages:
+            raise MessageTypeError(kind, len(self._messages))
 
     def _next_message(self, kind: Optional[type]) -> Optional[Message]:
         """Take the first queued message of class ``kind`` (of either with
@@ -282,10 +338,90 @@ class ConnectionCore:
             self._resume_reading_if_drained()
         return message
 
+    # ------------------------------------------------------------------
+    # Receiving by callback
+
+    def set_message_callback(self, callback: Optional[MessageCallback]) -> None:
+        """Deliver every message to ``callback(message)`` as it arrives; None returns to the queue.
+
+        ``callback`` is called from the read path, without a task switch,
+        with ``bytes`` for a binary message and ``str`` for a text message;
+        it answers with ``send_nowait``/``send_text_nowait``. Messages already
+        queued go to it first, in order. While it is set, the receive methods
+        raise ``MessageCallbackSet``, and reading pauses while the send buffer
+        is over ``write_limit``. An exception from ``callback`` fails the
+        connection with code 1011 and is logged.
+        """
+        if callback is not None and not callable(callback):
+            raise TypeError(f"the message callback must be callable, not {type(callback).__name__}")
+        self._on_message = callback
+        if callback is None:
+            if self._reading_paused:
+                self._resume_reading_if_drained()
+            return
+        messages = self._messages
+        while messages and self._on_message is callback:
+            if not self._deliver(callback, messages.popleft()):
+                return
+        # Tasks waiting in a receive method learn that messages go elsewhere now.
+        receivers, self._receivers = self._receivers, []
+        for receiver in receivers:
+            if not receiver.done():
+                receiver.set_result(None)
+        if self._reading_paused and not self._writing_paused:
+            self._resume_reading()
+        elif self._writing_paused and not self._reading_paused and self._state is OPEN:
+            self._pause_reading()
+
+    def _dispatch(self, events: List[Any]) -> None:
+        """What buffer_updated does while a message callback is set."""
+        for event in events:
+            cls = event.__class__
+            if cls is bytes or cls is str:
+                callback = self._on_message
+                if callback is not None:
+                    if not self._deliver(callback, event):
+                        return
+                    continue
+                # The callback was unset by itself: the rest is queued.
+                if self._messages is None:
+                    self._messages = deque()
+                self._messages.append(event)
+            else:
+                self._control_event(event)
+        # As in _receiver: the answers to this read go now, the next one at once.
+        pending = self._pending
+        if pending is not None:
+            if pending:
+                self._flush()
+            else:
+                self._pending = None
+        receivers = self._receivers
+        if receivers and self._messages:
+            self._receivers = []
+            wake_tasks_now(self._loop, receivers)
+
+    def _deliver(self, callback: MessageCallback, message: Message) -> bool:
+        """Call ``callback`` with ``message``; False once the connection has failed."""
+        try:
+            callback(message)
+        except ConnectionClosed:
+            return False  # an answer to a closed connection: nothing is left to do
+        except Exception as error:
+            self._callback_failed(error)
+            return False
+        return True
+
     def _pause_reading(self) -> None:
         assert self._transport is not None
         self._reading_paused = True
         self._transport.pause_reading()
+        # A receive waiting for the other type than the queue holds now waits
+        # for nothing: wake it, so that it says so (_refuse_hopeless_wait).
+        receivers = self._receivers
+        if receivers:
+            self._receivers = []
+            wake_tasks_now(self._loop, receivers)
 
     def _resume_reading(self) -> None:
         assert self._transport is not None

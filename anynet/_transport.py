@@ -17,16 +17,19 @@ connections that arrive meanwhile wait in the kernel's listen queue.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import functools
 import logging
+import os
 import socket
 import ssl
+import stat
 from typing import Any, Callable, Coroutine, Dict, List, Optional, Set, Tuple, TypeVar
 
 import aiofastnet
 
-__all__ = ["ACCEPT_RETRY_INTERVAL", "Listener", "connect", "listen"]
+__all__ = ["ACCEPT_RETRY_INTERVAL", "Listener", "connect", "connect_unix", "listen", "listen_unix"]
 
 logger = logging.getLogger("anynet.http")
 
@@ -50,18 +53,34 @@ async def connect(
     host: str,
     port: int,
     ssl_context: Optional[ssl.SSLContext],
-    server_hostname: str,
+    server_hostname: Optional[str],
 ) -> Tuple[asyncio.Transport, P]:
     """A TCP connection to ``host``:``port``, over TLS with ``ssl_context``
     (checking ``server_hostname``, which is also sent as SNI)."""
-    loop = asyncio.get_running_loop()
     transport, protocol = await aiofastnet.create_connection(
-        loop,
+        asyncio.get_running_loop(),
         protocol_factory,
         host,
         port,
         ssl=ssl_context,
-        server_hostname=server_hostname if ssl_context is not None else None,
+        server_hostname=server_hostname,
+    )
+    return transport, protocol
+
+
+async def connect_unix(
+    protocol_factory: Callable[[], P],
+    path: str,
+    ssl_context: Optional[ssl.SSLContext],
+    server_hostname: Optional[str],
+) -> Tuple[asyncio.Transport, P]:
+    """A connection to the Unix socket at ``path``, over TLS with ``ssl_context``."""
+    transport, protocol = await aiofastnet.create_unix_connection(
+        asyncio.get_running_loop(),
+        protocol_factory,
+        path,
+        ssl=ssl_context,
+        server_hostname=server_hostname,
     )
     return transport, protocol
 
@@ -80,9 +99,7 @@ async def listen(
     connection with a new protocol, over TLS with ``ssl_context`` (the TLS
     handshake bounded by ``handshake_timeout`` seconds)."""
     loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     sockets: List[socket.socket] = []
     try:
         for family, kind, proto, _, address in dict.fromkeys(infos):
@@ -96,18 +113,41 @@ async def listen(
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(address)
             sock.listen(backlog)
-            sock.setblocking(False)
     except BaseException:
         for sock in sockets:
             sock.close()
         raise
-    listener = Listener(loop, sockets, protocol_factory, ssl_context, handshake_timeout)
-    listener.start()
-    return listener
+    return Listener(loop, sockets, protocol_factory, ssl_context, handshake_timeout)
+
+
+async def listen_unix(
+    protocol_factory: ProtocolFactory,
+    path: str,
+    *,
+    ssl_context: Optional[ssl.SSLContext],
+    handshake_timeout: float,
+    backlog: int,
+) -> Listener:
+    """Listen on a Unix socket at ``path``, as :func:`listen` does on TCP. A
+    socket file already there (left by a server that did not stop cleanly) is
+    replaced; any other file is not."""
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    loop = asyncio.get_running_loop()
+    return Listener(loop, [sock], protocol_factory, ssl_context, handshake_timeout)
 
 
 class Listener:
-    """Listening sockets and the accept loop that serves them."""
+    """Listening sockets and the accept loop that serves them, from the moment
+    it is made until :meth:`close`."""
 
     def __init__(
         self,
@@ -123,15 +163,14 @@ class Listener:
         self._ssl_context = ssl_context
         self._handshake_timeout = handshake_timeout
         self._connect_accepted_socket = _accepted_socket_connector(loop, ssl_context)
+        for sock in sockets:
+            sock.setblocking(False)
+            loop.add_reader(sock.fileno(), self._accept, sock)
         # The retry timer of each listening socket (by descriptor) that is backing off.
         self._retries: Dict[int, asyncio.TimerHandle] = {}
         # Connections being set up (the TLS handshake), so that close() can end them.
         self._setting_up: Set[asyncio.Task[object]] = set()
         self._closed = False
-
-    def start(self) -> None:
-        for sock in self.sockets:
-            self._loop.add_reader(sock.fileno(), self._accept, sock)
 
     def close(self) -> None:
         """Stop accepting and close the listening sockets; connections set up

@@ -23,13 +23,15 @@ the connection) has been seen, no more messages can arrive, and receivers get
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import time
 import weakref
 from typing import (
     TYPE_CHECKING,
     Any,
+    Callable,
     Dict,
-    Iterable,
     List,
     Optional,
     Tuple,
@@ -51,20 +53,25 @@ from anynet._events import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_NO_STATUS,
     CLOSE_NORMAL,
+    CLOSE_POLICY_VIOLATION,
+    CLOSE_TRY_AGAIN_LATER,
     OP_BINARY,
     OP_PING,
     OP_PONG,
-    OP_TEXT,
     Close,
     Ping,
     Pong,
     ProtocolError,
 )
+from anynet._http_address import host_port
 from anynet._ws_errors import ConnectionClosed, closed_error
 from anynet._ws_options import ConnectionOptions
 
 if TYPE_CHECKING:
     from anynet.http import HTTPRequest
+
+# The logger of anynet.websocket, whose handlers' errors are logged the same way.
+logger = logging.getLogger("anynet.websocket")
 
 # The largest frame built in the reused buffer, which is as large as the
 # largest frame it held: bigger ones are encoded into a bytes object each.
@@ -74,6 +81,8 @@ _MAX_REUSED_BUFFER = 4 * 1024 * 1024
 _MAX_COPIED_SERVER_PAYLOAD = 256 * 1024
 # A frame header with a 64-bit length and a masking key.
 _MAX_HEADER_SIZE = 14
+# send_nowait() buffers up to this many times write_limit (see _check_send_bound).
+SEND_NOWAIT_BOUND = 4
 # RFC 6455 section 5.5: a Close frame carries a 2-byte code and 123 bytes of reason.
 _MAX_CLOSE_REASON = 123
 
@@ -85,13 +94,20 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
     ``async for message in client`` (``bytes`` for binary messages, ``str``
     for text), or by type with ``recv()`` and ``recv_text()``; a message of
     the other type stays queued for the other method. Every unread message
-    counts toward ``max_queue``, so an application that reads one type only
-    must not be sent the other.
+    counts toward ``max_queue``: when that many wait and none is of the type
+    ``recv()`` or ``recv_text()`` asks for, reading has stopped and none can
+    arrive, so the receive raises ``MessageTypeError`` (the messages stay
+    queued for ``recv_message()``) instead of waiting forever.
 
     ``subprotocol`` is the negotiated subprotocol (or ``None``). On the
     server side, ``request`` is the ``anynet.http.HTTPRequest`` of the
     opening handshake (``path``, ``params``, ``headers``), e.g. to
     authenticate the client; it is ``None`` on the client side.
+
+    ``data`` is the application's: anything it keeps with the connection
+    (``client.data = Player(name)``), ``None`` until it is set. Other
+    attributes cannot be added (the class has ``__slots__``, which keep an
+    idle connection small).
 
     After the connection has closed, ``close_code`` and ``close_reason`` say
     how, and every ``send``/``recv`` raises ``ConnectionClosed`` with them
@@ -106,6 +122,7 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
     __slots__ = (
         "subprotocol",
         "request",
+        "data",
         "_is_client",
         "_options",
         "_local_address",
@@ -123,6 +140,8 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         "_keepalive_payload",
         "_keepalive_timer",
         "_unanswered_ping",
+        "_latency",
+        "_skipped_messages",
     )
 
     def __init__(
@@ -138,6 +157,7 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         )
         self.subprotocol = subprotocol
         self.request = request
+        self.data: Any = None
         self._is_client = is_client
         self._options = options
         self._local_address: Tuple[str, int] = ("", 0)
@@ -159,6 +179,8 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         self._keepalive_payload: Optional[bytes] = None
         self._keepalive_timer: Optional[asyncio.TimerHandle] = None
         self._unanswered_ping: Optional[bytes] = None
+        self._latency: Optional[float] = None
+        self._skipped_messages = 0
 
     # ------------------------------------------------------------------
     # The application's interface
@@ -203,6 +225,10 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
                 self._resume_reading()
         await self._wait_closed()
 
+    async def wait_closed(self) -> None:
+        """Wait until the connection is closed, e.g. in a handler whose messages go to a callback."""
+        await self._wait_closed()
+
     async def close(self) -> None:
         """Drop the TCP connection at once, without a closing handshake.
 
@@ -233,6 +259,30 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         """The reason that came with ``close_code`` (empty while open)."""
         return self._close_reason
 
+    @property
+    def write_buffer_size(self) -> int:
+        """Bytes sent with ``send``/``send_text`` that the kernel has not taken yet.
+
+        The transport's write buffer plus the frames held back to be written
+        together at the end of this loop turn: what a browser calls
+        ``bufferedAmount``. It grows while the peer reads slower than we
+        send; above ``write_limit``, ``send`` waits and ``broadcast`` skips
+        the connection.
+        """
+        transport = self._transport
+        if transport is None or self._transport_lost:
+            return self._pending_size
+        return transport.get_write_buffer_size() + self._pending_size
+
+    @property
+    def latency(self) -> Optional[float]:
+        """Seconds from the last answered ping (keepalive or ``ping()``) to its pong.
+
+        ``None`` until a pong has come. With keepalive on, it is refreshed
+        every ``ping_interval``.
+        """
+        return self._latency
+
     def local_address(self) -> Tuple[str, int]:
         """Our address (host, port) on this connection."""
         return self._local_address
@@ -258,13 +308,73 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         return f"<WebSocketClient {role} side, peer {host}:{port}, {state}>"
 
     # ------------------------------------------------------------------
+    # What broadcast (anynet._broadcast) asks of a connection: these and
+    # ``_write`` are all it uses, so the state behind them can change freely.
+
+    def _is_open(self) -> bool:
+        """Whether frames may still be sent: no Close sent or received yet."""
+        return self._state is OPEN
+
+    def _is_over_write_limit(self) -> bool:
+        """Whether more than ``write_limit`` bytes wait in the transport."""
+        return self._writing_paused
+
+    def _masks_frames(self) -> bool:
+        """Whether every frame needs a mask of its own (the client side)."""
+        return self._is_client
+
+    def _encode_frame(
+        self, opcode: int, payload: Union[bytes, bytearray, memoryview, str]
+    ) -> bytes:
+        """One complete frame for this connection."""
+        return self._writer.encode(opcode, payload)
+
+    def _unsent_bytes(self) -> int:
+        """Bytes written but not yet sent: the transport's buffer and ours."""
+        transport = self._transport
+        buffered = 0 if transport is None else transport.get_write_buffer_size()
+        return buffered + self._pending_size
+
+    def _missed_broadcast(self) -> None:
+        self._skipped_messages += 1
+
+    def _close_overloaded(self, reason: str) -> None:
+        """Close with 1013 at once: what was written still goes first, then the Close."""
+        self._close_now(CLOSE_TRY_AGAIN_LATER, reason)
+
+    async def _until_writable(self) -> None:
+        """Return once at most ``write_limit`` bytes wait, or the connection closed."""
+        if self._writing_paused and self._state is OPEN:
+            try:
+                await self._wait_for_writing()
+            except ConnectionClosed:
+                pass
+
+    def _call_when_closed(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (once) when the connection is lost or closed."""
+        if self._transport_lost:
+            self._loop.call_soon(callback)
+            return
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        waiter.add_done_callback(lambda _: callback())
+        if self._closed_waiters is None:
+            self._closed_waiters = []
+        self._closed_waiters.append(waiter)
+
+    @property
+    def skipped_messages(self) -> int:
+        """How many broadcasts with the skip policy this connection has missed
+        because its send buffer was over ``write_limit``."""
+        return self._skipped_messages
+
+    # ------------------------------------------------------------------
     # asyncio.BufferedProtocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not derive from asyncio.Transport.
         self._transport = transport = cast(asyncio.Transport, transport)
-        self._local_address = _address(transport.get_extra_info("sockname"))
-        self._remote_address = _address(transport.get_extra_info("peername"))
+        self._local_address = host_port(transport.get_extra_info("sockname"))
+        self._remote_address = host_port(transport.get_extra_info("peername"))
         # Small messages leave at once: asyncio's and uvloop's TCP transports
         # turn Nagle's algorithm off themselves.
         transport.set_write_buffer_limits(high=self._write_limit)
@@ -297,6 +407,10 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
 
     def pause_writing(self) -> None:
         self._writing_paused = True
+        # A message callback cannot wait for the peer to read its answers:
+        # stop reading its requests meanwhile instead.
+        if self._on_message is not None and not self._reading_paused and self._state is OPEN:
+            self._pause_reading()
 
     def resume_writing(self) -> None:
         self._writing_paused = False
@@ -304,16 +418,8 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         if ping is not None and self._state is OPEN:
             self._write(self._writer.encode(OP_PONG, ping))
         _wake(self._drainers)
-
-    def _receive_early_data(self, data: bytes) -> None:
-        """Feed bytes that arrived with the handshake response, as a read would."""
-        view = memoryview(data)
-        while view and self._receiving:
-            buffer = self._reader.get_buffer(len(view))
-            count = min(len(buffer), len(view))
-            buffer[:count] = view[:count]
-            self.buffer_updated(count)
-            view = view[count:]
+        if self._on_message is not None and self._reading_paused:
+            self._resume_reading()
 
     # ------------------------------------------------------------------
     # Receiving
@@ -387,6 +493,25 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         frame_size = self._writer.encode_into(buffer, opcode, payload)
         transport.write(memoryview(buffer)[:frame_size])
 
+    def _check_send_bound(self) -> None:
+        """``send_nowait`` while the send buffer is over ``write_limit``.
+
+        Nothing can wait here, so the frame is buffered anyway, up to
+        SEND_NOWAIT_BOUND times ``write_limit``; beyond that the peer is not
+        reading, and the connection fails with 1008 rather than letting its
+        buffer grow without bound.
+        """
+        assert self._transport is not None
+        buffered = self._transport.get_write_buffer_size() + self._pending_size
+        if buffered >= SEND_NOWAIT_BOUND * self._write_limit:
+            self._fail(CLOSE_POLICY_VIOLATION, "the peer does not read what it is sent")
+            raise self._closed_exception()
+
+    def _callback_failed(self, error: Exception) -> None:
+        """The message callback raised: log it and fail the connection, as for a handler."""
+        logger.error("WebSocket message callback failed", exc_info=error)
+        self._fail(CLOSE_INTERNAL_ERROR, "")
+
     async def _wait_for_writing(self) -> None:
         while self._writing_paused and self._state is OPEN:
             drainer: asyncio.Future[None] = self._loop.create_future()
@@ -403,14 +528,16 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         payload = os.urandom(4)
         while payload in self._pings:
             payload = os.urandom(4)
-        self._pings[payload] = (self._loop.time(), waiter)
+        # Not the loop's clock: uvloop's ticks in milliseconds, longer than a
+        # round trip on a local network.
+        self._pings[payload] = (time.monotonic(), waiter)
         self._write(self._writer.encode(OP_PING, payload))
         return payload
 
     def _pong_received(self, payload: bytes) -> None:
         if payload not in self._pings:
             return  # unsolicited: RFC 6455 5.5.3 allows it, and it needs no answer
-        now = self._loop.time()
+        now = time.monotonic()
         # A pong answers its ping and every ping sent before it, since a
         # peer may answer only the latest of several pings.
         for key in list(self._pings):
@@ -418,6 +545,7 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
             if waiter is not None and not waiter.done():
                 waiter.set_result(now - sent_at)
             if key == payload:
+                self._latency = now - sent_at
                 break
         if self._keepalive_payload is not None and self._keepalive_payload not in self._pings:
             self._keepalive_payload = None
@@ -506,7 +634,33 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
             self._write(self._writer.encode_close(code, reason))
         self._state = CLOSED
         self._stop_receiving()
-        self._finish_closing()
+        self._discard_until_closed()
+
+    def _discard_until_closed(self) -> None:
+        """End TCP after failing the connection, without resetting it.
+
+        The peer may still be sending (the rest of an oversized message, say).
+        A socket closed with unread bytes makes the kernel send a reset, which
+        can overtake our Close frame, and the peer never learns the code. So,
+        as RFC 6455 7.1.1 has it, the server half-closes (a client leaves that
+        to the server), and both read on and discard whatever still arrives,
+        into space that costs nothing, until the peer's EOF closes the
+        transport (``eof_received``), or for at most ``disconnect_timeout``.
+        A TLS transport cannot half-close: there the peer, having read our
+        Close, ends the connection, or the bound does.
+        """
+        self._reader.stop()
+        self._stop_keepalive()
+        _wake(self._drainers)
+        self._flush()
+        transport = self._transport
+        if transport is None or self._transport_lost:
+            return
+        if not self._is_client and transport.can_write_eof():
+            transport.write_eof()
+        if self._reading_paused:
+            self._resume_reading()
+        self._arm_close_timer()
 
     def _close_now(self, code: int, reason: str) -> None:
         """Send a Close with ``code`` if still open, and close TCP without waiting."""
@@ -606,46 +760,8 @@ def _wake(waiters: List[asyncio.Future[None]]) -> None:
     waiters.clear()
 
 
-def _address(address: Any) -> Tuple[str, int]:
-    # IPv6 addresses come with flow info and scope id; keep (host, port).
-    if isinstance(address, tuple) and len(address) >= 2:
-        return (address[0], address[1])
-    return ("", 0)
-
-
 def _truncate_reason(reason: str) -> str:
     encoded = reason.encode("utf-8")
     if len(encoded) <= _MAX_CLOSE_REASON:
         return reason
     return encoded[:_MAX_CLOSE_REASON].decode("utf-8", "ignore")
-
-
-def broadcast(clients: Iterable[WebSocketClient], message: Union[bytes, str]) -> int:
-    """Send ``message`` to every open connection in ``clients`` without waiting.
-
-    A server frame is not masked, so the frame is encoded once and written
-    to every server-side connection. Returns how many connections were sent
-    the message: a connection that is closing, or whose send buffer is over
-    its ``write_limit`` (a peer that does not keep up), is skipped rather
-    than allowed to buffer without bound.
-    """
-    if isinstance(message, str):
-        opcode = OP_TEXT
-    elif isinstance(message, (bytes, bytearray, memoryview)):
-        opcode = OP_BINARY
-    else:
-        raise TypeError(f"broadcast() takes bytes or str, not {type(message).__name__}")
-    frame: Optional[bytes] = None
-    sent = 0
-    for client in clients:
-        if client._state is not OPEN or client._writing_paused:
-            continue
-        if client._is_client:
-            # A client frame needs a fresh mask every time.
-            client._write(client._writer.encode(opcode, message))
-        else:
-            if frame is None:
-                frame = client._writer.encode(opcode, message)
-            client._write(frame)
-        sent += 1
-    return sent

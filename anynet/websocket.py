@@ -28,7 +28,8 @@ headers). ``broadcast(server.clients, message)`` encodes a message once and
 writes it to every open connection.
 
 ``connect``, ``serve`` and ``route`` take these keyword-only limits (a peer
-can never make a connection spend more than they allow):
+can never make a connection spend more than they allow); an option has the
+same name, default and meaning wherever it appears:
 
 * ``max_message_size``: largest message accepted, in bytes (default 1 MiB;
   ``None`` for no limit). A bigger one closes the connection with 1009.
@@ -41,8 +42,10 @@ can never make a connection spend more than they allow):
 * ``disconnect_timeout``: seconds the closing handshake and the TCP close
   may take before the connection is dropped (``None``, the default, means
   5 seconds).
-* ``handshake_timeout``: seconds the opening handshake may take (default
-  10); on the client side the TCP and TLS connection is included.
+* ``handshake_timeout`` (``connect`` and ``serve``): seconds the opening
+  handshake may take (default 10; ``None`` means the default, as for
+  ``disconnect_timeout``: a handshake is always bounded); on the client side
+  the TCP and TLS connection is included.
 * ``ping_interval`` / ``ping_timeout``: keepalive. A ping is sent after
   ``ping_interval`` seconds (default 20) and a peer whose pong does not come
   within ``ping_timeout`` seconds (default 20) is disconnected with 1011.
@@ -52,7 +55,9 @@ can never make a connection spend more than they allow):
 Errors are ``WSError`` subclasses: ``ConnectionClosed`` (``ConnectionClosedOK``
 or ``ConnectionClosedError``, with ``code`` and ``reason``) from every
 ``send``/``recv`` once the connection is closed; ``HandshakeError`` (with the
-HTTP ``status``) when the server refuses the connection; ``WSTimeoutError``
+HTTP ``status``) when the server refuses the connection, or when the URL's
+scheme does not match the server (``wss://`` to a plain server or ``ws://``
+to a TLS one: the message names the other scheme); ``WSTimeoutError``
 (also a ``TimeoutError``) when the opening handshake takes too long. Network
 failures while connecting (refused, unreachable, a TLS certificate that does
 not verify) propagate as the ``OSError`` the operating system reported.
@@ -63,32 +68,46 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import logging
+import os
 import re
+import ssl
 import sys
+from types import TracebackType
 from typing import (
+    Any,
     AsyncIterator,
     Awaitable,
     Callable,
     FrozenSet,
+    Generator,
     Mapping,
     Optional,
     Sequence,
     Set,
     Tuple,
+    Type,
+    Union,
 )
 
 from anynet import _transport, http, tls
+from anynet._broadcast import DEFAULT_MAX_BACKLOG, BroadcastResult, DeliveryPolicy, broadcast
 from anynet._events import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL
+from anynet._handover import hand_over
 from anynet._url import WebSocketURL, parse_url
+from anynet._ws_admission import Admission, RequestHook, allowed_origins, check_request_hook
 from anynet._ws_errors import (
     ConnectionClosed,
     ConnectionClosedError,
     ConnectionClosedOK,
     HandshakeError,
+    MessageTypeError,
+    MessageCallbackSet,
     WSError,
     WSTimeoutError,
 )
+from anynet._ws_handler import check_handler
 from anynet._ws_handshake import (
     ResponseHeadProtocol,
     build_request,
@@ -106,17 +125,29 @@ from anynet._ws_options import (
     DEFAULT_PING_TIMEOUT,
     DEFAULT_WRITE_LIMIT,
     ConnectionOptions,
-    connection_options,
-    optional_seconds,
-    positive_seconds,
+    connection_options_from,
+    handshake_seconds,
+    keyword_arguments,
 )
-from anynet._ws_protocol import WebSocketClient, broadcast
+from anynet._ws_protocol import WebSocketClient
+from anynet._ws_reconnect import (
+    DEFAULT_RECONNECT_DELAY,
+    DEFAULT_RECONNECT_MAX_DELAY,
+    TRANSIENT_CLOSE_CODES,
+    Backoff,
+    is_transient,
+)
 
 __all__ = [
+    "DEFAULT_MAX_BACKLOG",
+    "BroadcastResult",
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
+    "DeliveryPolicy",
     "HandshakeError",
+    "MessageTypeError",
+    "MessageCallbackSet",
     "WSError",
     "WSTimeoutError",
     "WebSocketClient",
@@ -125,6 +156,8 @@ __all__ = [
     "connect",
     "route",
     "serve",
+    "unix_connect",
+    "unix_serve",
 ]
 
 logger = logging.getLogger(__name__)
@@ -134,9 +167,170 @@ Handler = Callable[[WebSocketClient], Awaitable[None]]
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
-@contextlib.asynccontextmanager
-async def connect(
-    url: str,
+class connect:
+    """Connect to a WebSocket server, in one of three ways.
+
+    ``async with connect(url) as client:`` yields the connection once the
+    handshake is done; at the end of the block the closing handshake runs
+    (code 1000; 1011 if the block raised an exception), bounded by
+    ``disconnect_timeout``.
+
+    ``client = await connect(url)`` returns the connection; the caller
+    closes it with ``await client.disconnect()``.
+
+    ``async for client in connect(url):`` yields a connection, and another
+    each time the loop comes round, reconnecting after transient failures.
+    A failed attempt is repeated when the failure may pass: the connection
+    refused, reset or timed out, or a handshake refusal with status 408, 429
+    or 5xx. Other failures end the loop with their exception: a refusal with
+    another status (``HandshakeError``, e.g. 403), a certificate that does
+    not verify (``ssl.SSLError``). Between attempts the client waits: at
+    most ``reconnect_delay`` seconds (default 1) after the first failure,
+    twice as long after each further one, never more than
+    ``reconnect_max_delay`` (default 60), each wait drawn at random between
+    half and all of its bound so that clients dropped together do not come
+    back together. When the loop comes round after the server closed the
+    connection with 1001, 1006, 1011, 1012 or 1013, the client waits as
+    after a first failure and connects again; after any other close code
+    (e.g. 1000: the server ended the session, or the body disconnected) the
+    loop ends. A body that finishes with the connection still open gets a
+    new one at once, its old one closed normally; leaving the loop (break,
+    return, an exception) closes the connection normally too, soon after.
+    Exceptions raised in the body end the loop, as in any ``for`` loop:
+    catch ``ConnectionClosed`` in the body to carry on.
+
+    ``url`` is ``[ws://|wss://]host[:port][/path][?query]``. Without a
+    scheme the connection uses TLS exactly when ``context`` is given; ``wss``
+    without a context uses the default ``TLSContext()`` (the system's
+    certificate authorities). IPv6 literals are written in brackets
+    (``ws://[::1]:8000/``); the port defaults to 80 or 443 and the path to
+    ``/``. A URL we cannot use raises ``ValueError`` at the call, as do the
+    other arguments.
+
+    ``protocols`` is the subprotocol offer, in order of preference; the one
+    the server chose is ``client.subprotocol`` (``None`` if it chose none).
+    ``headers`` are added to the upgrade request (e.g. ``Authorization``).
+    The module docstring describes the limits.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        context: Optional[tls.TLSContext] = None,
+        *,
+        protocols: Optional[Sequence[str]] = None,
+        disconnect_timeout: Optional[float] = None,
+        headers: Optional[Mapping[str, str]] = None,
+        handshake_timeout: Optional[float] = DEFAULT_HANDSHAKE_TIMEOUT,
+        max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE,
+        max_queue: Optional[int] = DEFAULT_MAX_QUEUE,
+        write_limit: int = DEFAULT_WRITE_LIMIT,
+        ping_interval: Optional[float] = DEFAULT_PING_INTERVAL,
+        ping_timeout: Optional[float] = DEFAULT_PING_TIMEOUT,
+        reconnect_delay: float = DEFAULT_RECONNECT_DELAY,
+        reconnect_max_delay: float = DEFAULT_RECONNECT_MAX_DELAY,
+    ) -> None:
+        if context is not None and not isinstance(context, tls.TLSContext):
+            # connect(host, port) is the usual form of this mistake: show its URL.
+            is_host_and_port = isinstance(url, str) and "/" not in url and type(context) is int
+            hint = f", e.g. ws://{url}:{context}/" if is_host_and_port else ""
+            raise TypeError(
+                f"connect() takes a URL like ws://host:port/path{hint}; its second argument is an "
+                f"optional anynet.tls.TLSContext, not {type(context).__name__}"
+            )
+        self._target = parse_url(url, context is not None)
+        self._offer = check_subprotocols(protocols)
+        self._headers = check_extra_headers(headers)
+        self._options = connection_options_from(locals())
+        self._timeout = handshake_seconds(handshake_timeout)
+        self._backoff = Backoff(reconnect_delay, reconnect_max_delay)
+        if self._target.secure and context is None:
+            context = _default_client_context()
+        self._context = context
+        # Set by unix_connect: the socket to connect to instead of host and port.
+        self._unix_path: Optional[str] = None
+        self._client: Optional[WebSocketClient] = None
+
+    def __await__(self) -> Generator[Any, None, WebSocketClient]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> WebSocketClient:
+        self._client = await self._open()
+        return self._client
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> None:
+        client, self._client = self._client, None
+        assert client is not None
+        if exc is None:
+            await client.disconnect()
+        elif isinstance(exc, Exception):
+            await client.disconnect(CLOSE_INTERNAL_ERROR)
+        else:
+            # Cancelled (or interrupted): no time to wait for the peer.
+            client._close_now(CLOSE_GOING_AWAY, "")
+
+    async def __aiter__(self) -> AsyncIterator[WebSocketClient]:
+        failures = 0
+        while True:
+            try:
+                client = await self._open()
+            except Exception as error:
+                if not is_transient(error):
+                    raise
+                failures += 1
+                await self._wait_to_retry(failures, error)
+                continue
+            failures = 0
+            try:
+                yield client
+                closed_before = client.close_code is not None
+            finally:
+                await client.disconnect()
+            if closed_before:
+                closed = client._closed_exception()
+                if closed.code not in TRANSIENT_CLOSE_CODES:
+                    return
+                failures = 1
+                await self._wait_to_retry(failures, closed)
+
+    async def _wait_to_retry(self, failures: int, reason: BaseException) -> None:
+        delay = self._backoff.wait_time(failures)
+        logger.info(
+            "connecting to %s again in %.2f s (%s: %s)",
+            self._target.host_header,
+            delay,
+            type(reason).__name__,
+            reason,
+        )
+        await asyncio.sleep(delay)
+
+    async def _open(self) -> WebSocketClient:
+        return await _open_connection(
+            self._target,
+            self._unix_path,
+            self._context,
+            self._offer,
+            self._headers,
+            self._options,
+            self._timeout,
+        )
+
+
+# What OpenSSL reports when the answer to its ClientHello is not a TLS record
+# (typically a plain HTTP server's "400 Bad Request").
+_NOT_TLS_REASONS = frozenset(
+    ("WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "PACKET_LENGTH_TOO_LONG", "RECORD_LAYER_FAILURE")
+)
+
+
+def unix_connect(
+    path: Union[str, os.PathLike[str]],
+    url_path: str = "/",
     context: Optional[tls.TLSContext] = None,
     *,
     protocols: Optional[Sequence[str]] = None,
@@ -148,47 +342,26 @@ async def connect(
     write_limit: int = DEFAULT_WRITE_LIMIT,
     ping_interval: Optional[float] = DEFAULT_PING_INTERVAL,
     ping_timeout: Optional[float] = DEFAULT_PING_TIMEOUT,
-) -> AsyncIterator[WebSocketClient]:
-    """Connect to a WebSocket server; yield the connection once the handshake is done.
+    reconnect_delay: float = DEFAULT_RECONNECT_DELAY,
+    reconnect_max_delay: float = DEFAULT_RECONNECT_MAX_DELAY,
+) -> connect:
+    """``connect`` to a server on the Unix socket ``path``, e.g. one of ``unix_serve``.
 
-    ``url`` is ``[ws://|wss://]host[:port][/path][?query]``. Without a
-    scheme the connection uses TLS exactly when ``context`` is given; ``wss``
-    without a context uses the default ``TLSContext()`` (the system's
-    certificate authorities). IPv6 literals are written in brackets
-    (``ws://[::1]:8000/``); the port defaults to 80 or 443 and the path to
-    ``/``. A URL we cannot use raises ``ValueError``.
-
-    ``protocols`` is the subprotocol offer, in order of preference; the one
-    the server chose is ``client.subprotocol`` (``None`` if it chose none).
-    ``headers`` are added to the upgrade request (e.g. ``Authorization``).
-    The module docstring describes the limits.
-
-    At the end of the ``async with`` block the closing handshake runs (code
-    1000; 1011 if the block raised an exception), bounded by
-    ``disconnect_timeout``.
+    Used in the same three ways (``async with``, ``await``, ``async for``)
+    with the same options. ``url_path`` is the path (and query) asked for;
+    the ``Host`` header, and the name the server's TLS certificate must
+    carry when ``context`` is given, is ``localhost``.
     """
-    _check_context(context)
-    target = parse_url(url, context is not None)
-    offer = check_subprotocols(protocols)
-    extra_headers = check_extra_headers(headers)
-    options = connection_options(
-        max_message_size, max_queue, write_limit, disconnect_timeout, ping_interval, ping_timeout
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
+    if not isinstance(url_path, str) or not url_path.startswith("/"):
+        raise ValueError(f"url_path is the path asked for, starting with '/', not {url_path!r}")
+    scheme = "ws" if context is None else "wss"
+    connector = connect(
+        f"{scheme}://localhost{url_path}", context, **keyword_arguments(connect, locals())
     )
-    timeout = optional_seconds("handshake_timeout", handshake_timeout)
-    if target.secure and context is None:
-        context = _default_client_context()
-    client = await _open_connection(target, context, offer, extra_headers, options, timeout)
-    try:
-        yield client
-    except Exception:
-        await client.disconnect(CLOSE_INTERNAL_ERROR)
-        raise
-    except BaseException:
-        # Cancelled (or interrupted): no time to wait for the peer.
-        client._close_now(CLOSE_GOING_AWAY, "")
-        raise
-    else:
-        await client.disconnect()
+    connector._unix_path = os.fspath(path)
+    return connector
 
 
 @functools.lru_cache(maxsize=None)
@@ -200,20 +373,36 @@ def _default_client_context() -> tls.TLSContext:
 
 async def _open_connection(
     target: WebSocketURL,
+    unix_path: Optional[str],
     context: Optional[tls.TLSContext],
     offer: Sequence[str],
     extra_headers: Sequence[Tuple[str, str]],
     options: ConnectionOptions,
-    timeout: Optional[float],
+    timeout: float,
 ) -> WebSocketClient:
     key = generate_key()
     request = build_request(target, key, offer, extra_headers)
     ssl_context = context.get(server=False) if context is not None and target.secure else None
 
     async def handshake() -> Tuple[asyncio.Transport, ResponseHeadProtocol, Optional[str]]:
-        transport, protocol = await _transport.connect(
-            lambda: ResponseHeadProtocol(request), target.host, target.port, ssl_context, target.host
-        )
+        head_protocol = functools.partial(ResponseHeadProtocol, request, over_tls=ssl_context is not None)
+        server_hostname = target.host if ssl_context is not None else None
+        try:
+            if unix_path is None:
+                transport, protocol = await _transport.connect(
+                    head_protocol, target.host, target.port, ssl_context, server_hostname
+                )
+            else:
+                transport, protocol = await _transport.connect_unix(
+                    head_protocol, unix_path, ssl_context, server_hostname
+                )
+        except ssl.SSLError as error:
+            if error.reason in _NOT_TLS_REASONS:
+                raise HandshakeError(
+                    f"the server did not answer the TLS handshake with TLS ({error.reason}): "
+                    "it probably does not speak TLS, so connect with ws:// instead of wss://"
+                ) from error
+            raise
         try:
             head = await protocol.head
             subprotocol = check_response(head, key, offer)
@@ -236,23 +425,24 @@ async def _open_connection(
         ) from None
 
     client = WebSocketClient(is_client=True, options=options, subprotocol=subprotocol)
-    transport.set_protocol(client)
-    client.connection_made(transport)
-    if head_protocol.reading_paused:
-        # Resume first: the early data may fill the queue and pause reading again.
-        transport.resume_reading()
-    if head_protocol.leftover:
-        client._receive_early_data(bytes(head_protocol.leftover))
+    hand_over(
+        transport,
+        client,
+        bytes(head_protocol.leftover),
+        reading_paused=head_protocol.reading_paused,
+        writing_paused=False,
+    )
     return client
 
 
 class WebSocketServer:
     """What ``serve`` and ``route`` yield: the endpoint and its open connections."""
 
-    def __init__(self, router: http.HTTPRouter, path: str) -> None:
+    def __init__(self, router: http.HTTPRouter, path: str, clients: Set[WebSocketClient]) -> None:
         self.router = router
         self.path = path
-        self._clients: Set[WebSocketClient] = set()
+        self._clients = clients
+        self._ended = False
 
     @property
     def clients(self) -> FrozenSet[WebSocketClient]:
@@ -261,6 +451,11 @@ class WebSocketServer:
 
     def local_address(self) -> Tuple[str, int]:
         """The address the server is bound to (for a router that belongs to a server)."""
+        if self._ended:
+            raise RuntimeError(
+                "the server's `async with` block has ended, so it is no longer listening: "
+                "read local_address() inside the block"
+            )
         return self.router.local_address()
 
 
@@ -273,8 +468,10 @@ async def serve(
     *,
     path: str = "/",
     protocol: Optional[str] = None,
+    origins: Optional[Sequence[Optional[str]]] = None,
+    process_request: Optional[RequestHook] = None,
     disconnect_timeout: Optional[float] = None,
-    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    handshake_timeout: Optional[float] = DEFAULT_HANDSHAKE_TIMEOUT,
     max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE,
     max_queue: Optional[int] = DEFAULT_MAX_QUEUE,
     write_limit: int = DEFAULT_WRITE_LIMIT,
@@ -289,13 +486,29 @@ async def serve(
     interface; port 0 lets the operating system choose (read it from
     ``server.local_address()``). ``context`` secures the server with TLS.
     Each accepted connection is given to ``handler``, an ``async`` function
-    taking the ``WebSocketClient``. When ``handler`` returns, the closing
+    taking the ``WebSocketClient`` (a handler that certainly cannot work, such
+    as a plain ``def`` or one with other parameters, raises ``TypeError`` here). When ``handler`` returns, the closing
     handshake starts (code 1000), bounded by ``disconnect_timeout``; if it
     raises, the exception is logged and the code is 1011.
 
     ``protocol`` is the subprotocol the server speaks: clients that do not
     offer it are refused with 400. ``handshake_timeout`` bounds the time a
-    client may take to send its upgrade request. At the end of the
+    client may take to send its upgrade request.
+
+    Before the upgrade, two checks may refuse a request, so that the handler
+    never runs for it. ``origins`` lists the ``Origin`` values allowed
+    (``"https://game.example"``; ``None`` in the list allows requests
+    without an Origin header, i.e. clients other than browsers); any other
+    origin gets 403. Scheme and host compare case-insensitively and a
+    default port may be written or not (RFC 6454). Browsers always send
+    their page's origin, so a browser-facing server should set this: without
+    it any web page can open connections with its visitors' cookies. Then
+    ``process_request(request)``, a function or an ``async`` function of the
+    ``anynet.http.HTTPRequest``, may return an ``anynet.http.HTTPResponse``
+    to send instead of the upgrade (its status, headers and body; e.g. 401
+    for a missing token, 503 during maintenance), or ``None`` to go on. If it
+    raises or returns anything else, the client gets 500 and the error is
+    logged. At the end of the
     ``async with`` block, open connections are closed with 1001 (going
     away), within ``disconnect_timeout``.
 
@@ -305,13 +518,9 @@ async def serve(
     port) and ``backlog`` are passed to the HTTP server.
     """
     # Every argument is checked before the server starts listening.
-    _check_handler(handler)
     _check_context(context)
-    _check_protocol(protocol)
-    options = connection_options(
-        max_message_size, max_queue, write_limit, disconnect_timeout, ping_interval, ping_timeout
-    )
-    head_timeout = positive_seconds("handshake_timeout", handshake_timeout)
+    endpoint = _endpoint(handler, locals())
+    head_timeout = handshake_seconds(handshake_timeout)
     async with http.serve_router(
         host,
         port,
@@ -320,7 +529,47 @@ async def serve(
         reuse_port=reuse_port,
         backlog=backlog,
     ) as router:
-        async with _route(handler, router, path, protocol, options) as server:
+        async with _route(router, path, endpoint) as server:
+            yield server
+
+
+@contextlib.asynccontextmanager
+async def unix_serve(
+    handler: Handler,
+    path: Union[str, os.PathLike[str]],
+    context: Optional[tls.TLSContext] = None,
+    *,
+    url_path: str = "/",
+    protocol: Optional[str] = None,
+    origins: Optional[Sequence[Optional[str]]] = None,
+    process_request: Optional[RequestHook] = None,
+    disconnect_timeout: Optional[float] = None,
+    handshake_timeout: Optional[float] = DEFAULT_HANDSHAKE_TIMEOUT,
+    max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE,
+    max_queue: Optional[int] = DEFAULT_MAX_QUEUE,
+    write_limit: int = DEFAULT_WRITE_LIMIT,
+    ping_interval: Optional[float] = DEFAULT_PING_INTERVAL,
+    ping_timeout: Optional[float] = DEFAULT_PING_TIMEOUT,
+    backlog: int = 1024,
+) -> AsyncIterator[WebSocketServer]:
+    """``serve`` on the Unix socket ``path``, answering WebSocket requests for ``url_path``.
+
+    For servers behind a proxy on the same machine (several processes behind
+    nginx, each on its own socket): a Unix socket skips TCP, and its file's
+    permissions say who may connect. A socket file already at ``path`` is
+    replaced, and the file is removed when the server stops.
+    ``server.local_address()`` is ``(path, 0)``; so is each connection's
+    ``local_address()``, and its ``remote_address()`` is ``("", 0)`` (behind
+    a proxy, the client's address is in the headers the proxy adds, such as
+    ``X-Forwarded-For``). The other arguments are those of ``serve``.
+    """
+    _check_context(context)
+    endpoint = _endpoint(handler, locals())
+    head_timeout = handshake_seconds(handshake_timeout)
+    async with http.unix_serve_router(
+        path, context, head_timeout=head_timeout, backlog=backlog
+    ) as router:
+        async with _route(router, url_path, endpoint) as server:
             yield server
 
 
@@ -331,6 +580,8 @@ async def route(
     path: str,
     *,
     protocol: Optional[str] = None,
+    origins: Optional[Sequence[Optional[str]]] = None,
+    process_request: Optional[RequestHook] = None,
     disconnect_timeout: Optional[float] = None,
     max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE,
     max_queue: Optional[int] = DEFAULT_MAX_QUEUE,
@@ -342,35 +593,39 @@ async def route(
 
     The route is an ordinary HTTP route whose response upgrades the
     connection; other routes of the router keep answering plain HTTP.
-    ``handler``, ``protocol`` and the limits are as for ``serve``; the
-    handler's ``client.request`` is the HTTP request of the handshake. At the
+    ``handler``, ``protocol``, ``origins``, ``process_request`` and the
+    limits are as for ``serve``; the handler's ``client.request`` is the HTTP
+    request of the handshake. At the
     end of the ``async with`` block the route is removed and open
     connections are closed with 1001 (going away), within
     ``disconnect_timeout``.
     """
-    _check_handler(handler)
-    _check_protocol(protocol)
-    options = connection_options(
-        max_message_size, max_queue, write_limit, disconnect_timeout, ping_interval, ping_timeout
-    )
-    async with _route(handler, router, path, protocol, options) as server:
+    endpoint = _endpoint(handler, locals())
+    async with _route(router, path, endpoint) as server:
         yield server
+
+
+def _endpoint(handler: Handler, arguments: Mapping[str, Any]) -> _Endpoint:
+    """The endpoint of ``serve``/``route``, from their arguments (``locals()``)."""
+    check_handler(handler)
+    protocol = arguments["protocol"]
+    _check_protocol(protocol)
+    hook = arguments["process_request"]
+    check_request_hook(hook)
+    admission = Admission(allowed_origins(arguments["origins"]), hook)
+    return _Endpoint(handler, protocol, admission, connection_options_from(arguments))
 
 
 @contextlib.asynccontextmanager
 async def _route(
-    handler: Handler,
-    router: http.HTTPRouter,
-    path: str,
-    protocol: Optional[str],
-    options: ConnectionOptions,
+    router: http.HTTPRouter, path: str, endpoint: _Endpoint
 ) -> AsyncIterator[WebSocketServer]:
-    server = WebSocketServer(router, path)
-    endpoint = _Endpoint(handler, protocol, options, server._clients)
+    server = WebSocketServer(router, path, endpoint.clients)
     try:
         with router.route(path, endpoint.answer):
             yield server
     finally:
+        server._ended = True
         await endpoint.close_all()
 
 
@@ -381,15 +636,19 @@ class _Endpoint:
         self,
         handler: Handler,
         protocol: Optional[str],
+        admission: Admission,
         options: ConnectionOptions,
-        clients: Set[WebSocketClient],
     ) -> None:
         self._handler = handler
         self._protocol = protocol
+        self._admission = admission
         self._options = options
-        self._clients = clients
+        self.clients: Set[WebSocketClient] = set()
 
     async def answer(self, client: http.HTTPConnection, request: http.HTTPRequest) -> http.HTTPResponse:
+        refusal = await self._admission.refusal(request)
+        if refusal is not None:
+            return refusal
         verdict = check_request(request.method, request.version, request.headers, self._protocol)
         response = http.HTTPResponse(verdict.status)
         for name, value in verdict.headers:
@@ -414,11 +673,21 @@ class _Endpoint:
         except ConnectionResetError:
             logger.debug("client left before the WebSocket upgrade on %s", request.path)
             return
-        self._clients.add(connection)
+        self.clients.add(connection)
         try:
             code = CLOSE_NORMAL
             try:
-                await self._handler(connection)
+                running = self._handler(connection)
+                if inspect.isawaitable(running):
+                    await running
+                else:
+                    logger.error(
+                        "the WebSocket handler %r returned %r, not an awaitable; "
+                        "a handler is an `async def handler(client)`",
+                        self._handler,
+                        running,
+                    )
+                    code = CLOSE_INTERNAL_ERROR
             except ConnectionClosed:
                 pass  # the usual way a handler learns that its peer left
             except Exception:
@@ -430,20 +699,15 @@ class _Endpoint:
             connection._close_now(CLOSE_GOING_AWAY, "")
             raise
         finally:
-            self._clients.discard(connection)
+            self.clients.discard(connection)
 
     async def close_all(self) -> None:
-        connections = list(self._clients)
+        connections = list(self.clients)
         if connections:
             await asyncio.gather(
                 *(connection.disconnect(CLOSE_GOING_AWAY) for connection in connections),
                 return_exceptions=True,
             )
-
-
-def _check_handler(handler: Handler) -> None:
-    if not callable(handler):
-        raise TypeError(f"the handler must be an async function, not {type(handler).__name__}")
 
 
 def _check_protocol(protocol: Optional[str]) -> None:
@@ -461,4 +725,4 @@ def _check_context(context: Optional[tls.TLSContext]) -> None:
 if __name__ == "__main__":
     from anynet._cli import main
 
-    raise SystemExit(main())
+    raise SystemExit(main(prog="python -m anynet.websocket"))

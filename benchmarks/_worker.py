@@ -10,16 +10,16 @@ standard output (which nothing else may use: stray prints go to stderr).  A serv
 announces ``{"port": ..., "pid": ...}`` and serves until its stdin closes.  A client
 answers every command, or reports ``{"error": ...}`` and exits, so that a failed
 measurement never leaves half-open connections behind for the next one.  With
-``tls`` both speak wss:// (anynet and picows only).  The library
-``anynet-aiofastnet`` is anynet on a loop patched by ``aiofastnet.patch_loop``.
+``tls`` both speak wss:// (anynet and picows only).
 
 Client commands:
 
-- ``{"op": "echo", "port", "pattern", "size", "window", "connections", "warmup",
-  "duration"}``: open the connections, check each one's first echo byte for byte,
-  then keep ``window`` messages of ``size`` bytes in flight on each connection
+- ``{"op": "echo", "port", "server_pid", "pattern", "size", "window", "connections",
+  "warmup", "duration"}``: open the connections, check each one's first echo byte for
+  byte, then keep ``window`` messages of ``size`` bytes in flight on each connection
   ("pattern" is "ping-pong" or "pipelined") and count the round trips completed in
-  the ``duration`` seconds after ``warmup``.
+  the ``duration`` seconds after ``warmup``, with the CPU time per round trip of this
+  process and of the server's (read from ``/proc``).
 - ``{"op": "handshakes", "port", "concurrency", "warmup", "duration"}``:
   ``concurrency`` loops of connect, handshake and close; count the cycles.
 - ``{"op": "hold", "port", "connections", "concurrency"}``: open that many
@@ -40,20 +40,14 @@ from typing import Any, Awaitable, Callable, TextIO
 import _peers
 
 
-def new_event_loop(name: str, library: str) -> asyncio.AbstractEventLoop:
+def new_event_loop(name: str) -> asyncio.AbstractEventLoop:
     if name == "uvloop":
         import uvloop
 
-        loop = uvloop.new_event_loop()
-    elif name == "asyncio":
-        loop = asyncio.new_event_loop()
-    else:
-        raise ValueError(f"unknown event loop {name!r}")
-    if library == _peers.ANYNET_ON_AIOFASTNET:
-        import aiofastnet
-
-        aiofastnet.patch_loop(loop)
-    return loop
+        return uvloop.new_event_loop()
+    if name == "asyncio":
+        return asyncio.new_event_loop()
+    raise ValueError(f"unknown event loop {name!r}")
 
 
 def raise_file_limit() -> None:
@@ -83,7 +77,7 @@ class Channel:
 async def serve(library: str, channel: Channel, secure: bool) -> None:
     async with _peers.SERVERS[library](secure) as port:
         hello: dict[str, Any] = {"port": port, "pid": os.getpid()}
-        if library.startswith("anynet"):
+        if library == "anynet":
             import anynet
             from anynet import _backend
 
@@ -109,7 +103,7 @@ async def open_connections(
 async def echo(library: str, command: dict[str, Any], secure: bool) -> dict[str, Any]:
     payload = os.urandom(command["size"])
     client = _peers.make_client(library, payload, secure)
-    meter = _peers.Meter()
+    meter = _peers.Meter(command.get("server_pid"))
     window = command["window"]
     async with contextlib.AsyncExitStack() as stack:
         if hasattr(client, "aclose"):
@@ -196,7 +190,7 @@ def main() -> None:
     # The reply channel is a private copy of stdout; anything printed goes to stderr.
     channel = Channel(sys.stdin, os.fdopen(os.dup(sys.stdout.fileno()), "w"))
     sys.stdout = sys.stderr
-    loop = new_event_loop(loop_name, library)
+    loop = new_event_loop(loop_name)
     asyncio.set_event_loop(loop)
     try:
         if role == "server":

@@ -1,13 +1,12 @@
 """The layer under the frames: TLS and socket transports, side by side, on both loops.
 
-What the transport and TLS layer decides, for anynet, picows (its own compiled
-transports) and anynet on aiofastnet's transports (``anynet-aiofastnet``: the loop's
-networking patched by ``aiofastnet.patch_loop``), each library's server and client
-in processes of their own as in ``echo.py``:
+What the transport and TLS layer decides, for anynet and picows (both on
+aiofastnet's compiled transports), each library's server and client in processes
+of their own as in ``echo.py``:
 
 - ``memory``: server memory per idle wss:// connection (``connections.py``'s method).
 - ``cpu``: plain ws:// ping-pong of 256 B, the server process's CPU time (user +
-  system, from /proc) per message, over the whole exchange.
+  system, from /proc) per message in the measured window.
 - ``handshakes``: connect, opening handshake, closing handshake, close, per second,
   with 1 and 16 concurrent clients, over ws:// and wss://.
 - ``tls-echo``: wss:// echo, ping-pong and pipelined (window 16), 256 B and 64 KiB,
@@ -33,7 +32,7 @@ import _harness
 import _peers
 import connections
 
-LIBRARIES = ("anynet", _peers.ANYNET_ON_AIOFASTNET, "picows")
+LIBRARIES = ("anynet", "picows")
 METRICS = ("memory", "cpu", "handshakes", "tls-echo")
 PIPELINE_WINDOW = 16
 CPU_MESSAGE_SIZE = 256
@@ -151,14 +150,12 @@ def main(argv: list[str] | None = None) -> None:
                 return client.request(command, window + 60)
             size = CPU_MESSAGE_SIZE if cell["kind"] == "cpu" else cell["size"]
             pattern = "ping-pong" if cell["kind"] == "cpu" else cell["pattern"]
-            command = {"op": "echo", "port": port, "pattern": pattern, "size": size,
-                       "window": PIPELINE_WINDOW, "connections": 1,
+            command = {"op": "echo", "port": port, "server_pid": server.pid, "pattern": pattern,
+                       "size": size, "window": PIPELINE_WINDOW, "connections": 1,
                        "warmup": arguments.warmup, "duration": arguments.duration}
-            cpu_before = _harness.cpu_seconds(server.pid)
             reply = client.request(command, window + 60)
             if cell["kind"] == "cpu":
-                used = _harness.cpu_seconds(server.pid) - cpu_before
-                return {"cpu_per_message": used / reply["total"], **reply}
+                return {"cpu_per_message": reply["server_cpu_us"] / 1e6, **reply}
             return reply
         except _harness.WorkerError as error:
             print(f"  {error}", file=sys.stderr)
@@ -220,7 +217,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"Transport and TLS costs (median of {repeats}); in brackets the median ratio to "
         f"picows within each repeat (memory and CPU: lower is better). Memory: "
         f"{settings['idle_connections']} idle connections; CPU: the server process's user + "
-        f"system time over all messages of a ping-pong run; windows of "
+        f"system time per message of a ping-pong run; windows of "
         f"{settings['duration_seconds']} s after {settings['warmup_seconds']} s; pipelined "
         f"keeps {settings['pipeline_window']} messages in flight."
     )
