@@ -5,11 +5,13 @@ OpenSSL with buffers of their own, on asyncio's loops and on uvloop alike. They
 cost about what uvloop's cost on either loop, and a tenth of the memory of
 asyncio's TLS layer per idle connection (benchmarks/results/transport.md).
 
-Accepting is ours. When the process runs out of file descriptors, accept()
-fails with EMFILE or ENFILE until some are closed, while the listening socket
-stays readable: an accept loop that only logs and retries spins and floods the
-log (asyncio's retries up to ``backlog`` times per wake-up, each with a
-traceback). Here the listener stops watching its socket, logs one warning,
+Accepting is ours, wherever the loop can watch a socket (selector loops and
+uvloop; Windows' proactor loop accepts by itself). When the process runs out
+of file descriptors, accept() fails with EMFILE or ENFILE until some are
+closed, while the listening socket stays readable: an accept loop that only
+logs and retries spins and floods the log (asyncio's retries up to
+``backlog`` times per wake-up, each with a traceback; uvloop's accepts and
+drops the waiting connections, silently). Here the listener stops watching its socket, logs one warning,
 and tries one accept every ``ACCEPT_RETRY_INTERVAL`` until it succeeds;
 connections that arrive meanwhile wait in the kernel's listen queue.
 """
@@ -25,11 +27,20 @@ import os
 import socket
 import ssl
 import stat
-from typing import Any, Callable, Coroutine, Dict, List, Optional, Set, Tuple, TypeVar
+import typing
+from typing import Any, Callable, Coroutine, Dict, List, Optional, Sequence, Set, Tuple, TypeVar
 
 import aiofastnet
 
-__all__ = ["ACCEPT_RETRY_INTERVAL", "Listener", "connect", "connect_unix", "listen", "listen_unix"]
+__all__ = [
+    "ACCEPT_RETRY_INTERVAL",
+    "Listener",
+    "Server",
+    "connect",
+    "connect_unix",
+    "listen",
+    "listen_unix",
+]
 
 logger = logging.getLogger("anynet.http")
 
@@ -94,11 +105,23 @@ async def listen(
     handshake_timeout: float,
     backlog: int,
     reuse_port: bool,
-) -> Listener:
+) -> Server:
     """Listen on every address ``host`` resolves to and serve each accepted
     connection with a new protocol, over TLS with ``ssl_context`` (the TLS
     handshake bounded by ``handshake_timeout`` seconds)."""
     loop = asyncio.get_running_loop()
+    if not _can_watch_sockets(loop):
+        server: Server = await aiofastnet.create_server(
+            loop,
+            protocol_factory,
+            host,
+            port,
+            ssl=ssl_context,
+            ssl_handshake_timeout=handshake_timeout if ssl_context is not None else None,
+            backlog=backlog,
+            reuse_port=reuse_port,
+        )
+        return server
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     sockets: List[socket.socket] = []
     try:
@@ -120,6 +143,13 @@ async def listen(
     return Listener(loop, sockets, protocol_factory, ssl_context, handshake_timeout)
 
 
+def _can_watch_sockets(loop: asyncio.AbstractEventLoop) -> bool:
+    """False for Windows' proactor loop, which has no ``add_reader``: there the
+    loop accepts, through aiofastnet (no EMFILE on Windows, and no back-off)."""
+    proactor = getattr(asyncio, "ProactorEventLoop", None)
+    return proactor is None or not isinstance(loop, proactor)
+
+
 async def listen_unix(
     protocol_factory: ProtocolFactory,
     path: str,
@@ -127,7 +157,7 @@ async def listen_unix(
     ssl_context: Optional[ssl.SSLContext],
     handshake_timeout: float,
     backlog: int,
-) -> Listener:
+) -> Server:
     """Listen on a Unix socket at ``path``, as :func:`listen` does on TCP. A
     socket file already there (left by a server that did not stop cleanly) is
     replaced; any other file is not."""
@@ -143,6 +173,17 @@ async def listen_unix(
         raise
     loop = asyncio.get_running_loop()
     return Listener(loop, [sock], protocol_factory, ssl_context, handshake_timeout)
+
+
+class Server(typing.Protocol):
+    """What a listening server offers: asyncio's ``Server`` or our :class:`Listener`."""
+
+    @property
+    def sockets(self) -> Sequence[Any]: ...
+
+    def close(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
 
 
 class Listener:

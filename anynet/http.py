@@ -35,7 +35,7 @@ from anynet._http_connection import (
     ServerState,
 )
 from anynet._http_message import HTTPHeaders, HTTPRequest, HTTPResponse
-from anynet._transport import Listener, listen, listen_unix
+from anynet._transport import Server, listen, listen_unix
 
 if TYPE_CHECKING:
     from anynet.tls import TLSContext
@@ -141,7 +141,7 @@ class HTTPServer:
         self._limits = limits
         self._backlog = backlog
         self._state = ServerState()
-        self._server: Optional[Listener] = None
+        self._server: Optional[Server] = None
         # The Unix socket's file as created, so that we remove only our own.
         self._socket_file: Optional[os.stat_result] = None
 

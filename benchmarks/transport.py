@@ -42,28 +42,33 @@ FULL = {"repeats": 3, "warmup": 0.3, "duration": 1.5, "connections": 1000}
 QUICK = {"repeats": 1, "warmup": 0.1, "duration": 0.3, "connections": 1000}
 
 
-def cells_to_run(metrics: list[str], loops: list[str]) -> list[dict[str, Any]]:
+def cells_to_run(
+    metrics: list[str], loops: list[str], pinnings: list[str]
+) -> list[dict[str, Any]]:
+    """Memory and CPU time are measured unpinned only: pinning would not change them."""
     cells: list[dict[str, Any]] = []
     for metric in metrics:
         for loop in loops:
             if metric == "memory":
-                cells.append({"kind": "memory", "loop": loop, "secure": True})
+                cells.append({"kind": "memory", "loop": loop, "secure": True, "pinning": "unpinned"})
             elif metric == "cpu":
-                cells.append({"kind": "cpu", "loop": loop, "secure": False})
+                cells.append({"kind": "cpu", "loop": loop, "secure": False, "pinning": "unpinned"})
             elif metric == "handshakes":
-                for secure in (False, True):
-                    for concurrency in (1, 16):
-                        cells.append(
-                            {"kind": "handshakes", "loop": loop, "secure": secure,
-                             "concurrency": concurrency}
-                        )
+                for pinning in pinnings:
+                    for secure in (False, True):
+                        for concurrency in (1, 16):
+                            cells.append(
+                                {"kind": "handshakes", "loop": loop, "secure": secure,
+                                 "concurrency": concurrency, "pinning": pinning}
+                            )
             else:
-                for pattern in ("ping-pong", "pipelined"):
-                    for size in ECHO_SIZES:
-                        cells.append(
-                            {"kind": "tls-echo", "loop": loop, "secure": True,
-                             "pattern": pattern, "size": size}
-                        )
+                for pinning in pinnings:
+                    for pattern in ("ping-pong", "pipelined"):
+                        for size in ECHO_SIZES:
+                            cells.append(
+                                {"kind": "tls-echo", "loop": loop, "secure": True,
+                                 "pattern": pattern, "size": size, "pinning": pinning}
+                            )
     return cells
 
 
@@ -110,6 +115,12 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="one short repeat")
     parser.add_argument("--loop", choices=("asyncio", "uvloop", "both"), default="both")
+    parser.add_argument(
+        "--pinning",
+        choices=("pinned", "unpinned", "both"),
+        default="both",
+        help="handshakes and wss echo: client and server on one CPU, on any, or both",
+    )
     parser.add_argument("--libs", default=",".join(LIBRARIES), help="comma-separated libraries")
     parser.add_argument("--metrics", default=",".join(METRICS), help="comma-separated metrics")
     parser.add_argument("--repeats", type=int, help="interleaved repeats (full 3, quick 1)")
@@ -125,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     libraries = _harness.parse_list(arguments.libs, LIBRARIES, "libraries")
     metrics = _harness.parse_list(arguments.metrics, METRICS, "metrics")
     libraries, skipped = _harness.usable_libraries(libraries, loops)
-    cells = cells_to_run(metrics, loops)
+    cells = cells_to_run(metrics, loops, _harness.pinnings_from_option(arguments.pinning))
     workers = _harness.Workers()
     anynet: dict[str, Any] = {"framing": {}}
     window = arguments.warmup + arguments.duration
@@ -142,6 +153,7 @@ def main(argv: list[str] | None = None) -> None:
                 anynet["version"] = server.hello["version"]
                 anynet["framing"][loop] = server.hello["framing"]
             port = server.hello["port"]
+            _harness.pin((server.pid, client.pid), _harness.cpus_for(cell["pinning"]))
             if cell["kind"] == "memory":
                 return connections.measure_memory(server, client, arguments.connections)
             if cell["kind"] == "handshakes":
@@ -167,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         records = _harness.run_interleaved(
             cells, libraries, arguments.repeats, measure,
-            lambda cell: f"{describe(cell)} on {cell['loop']}", show,
+            lambda cell: f"{describe(cell)} on {cell['loop']}, {cell['pinning']}", show,
         )
     finally:
         workers.stop_all()
@@ -192,6 +204,8 @@ def main(argv: list[str] | None = None) -> None:
         "settings": {"repeats": arguments.repeats, "warmup_seconds": arguments.warmup,
                      "duration_seconds": arguments.duration,
                      "idle_connections": arguments.connections,
+                     "pinning": arguments.pinning,
+                     "pinned_cpu": max(_harness.cpus_for("pinned")),
                      "pipeline_window": PIPELINE_WINDOW},
         "machine": machine,
         "anynet": dict(anynet, commit=machine["anynet_commit"]),
@@ -209,8 +223,8 @@ def main(argv: list[str] | None = None) -> None:
 def render_markdown(results: dict[str, Any]) -> str:
     settings = results["settings"]
     table = _harness.markdown_table(
-        results["cells"], results["libraries"], ("measure", "loop"),
-        lambda cell: (describe(cell), cell["loop"]), number,
+        results["cells"], results["libraries"], ("measure", "loop", "pinning"),
+        lambda cell: (describe(cell), cell["loop"], cell["pinning"]), number,
     )
     repeats = _harness.plural(settings["repeats"], "interleaved repeat")
     intro = (
@@ -219,7 +233,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"{settings['idle_connections']} idle connections; CPU: the server process's user + "
         f"system time per message of a ping-pong run; windows of "
         f"{settings['duration_seconds']} s after {settings['warmup_seconds']} s; pipelined "
-        f"keeps {settings['pipeline_window']} messages in flight."
+        f"keeps {settings['pipeline_window']} messages in flight. Pinned: client and server "
+        f"on one CPU (every figure is CPU time); unpinned: on any."
     )
     return _harness.report(intro, table, results)
 
