@@ -204,14 +204,14 @@ class Listener:
         self._ssl_context = ssl_context
         self._handshake_timeout = handshake_timeout
         self._connect_accepted_socket = _accepted_socket_connector(loop, ssl_context)
-        for sock in sockets:
-            sock.setblocking(False)
-            loop.add_reader(sock.fileno(), self._accept, sock)
         # The retry timer of each listening socket (by descriptor) that is backing off.
         self._retries: Dict[int, asyncio.TimerHandle] = {}
         # Connections being set up (the TLS handshake), so that close() can end them.
         self._setting_up: Set[asyncio.Task[object]] = set()
         self._closed = False
+        for sock in sockets:
+            sock.setblocking(False)
+            loop.add_reader(sock.fileno(), self._accept, sock)
 
     def close(self) -> None:
         """Stop accepting and close the listening sockets; connections set up
