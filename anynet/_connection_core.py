@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import types
 import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Deque, List, Optional, Union
@@ -462,6 +463,20 @@ def _flush_batch(loop: asyncio.AbstractEventLoop, batch: List[Any]) -> None:
     batch.clear()
 
 
+def _current_task_lookup() -> Callable[[asyncio.AbstractEventLoop], Optional[asyncio.Task[Any]]]:
+    """``asyncio.current_task``, or, where that is a Python function around the
+    dict of current tasks that asyncio's C module keeps (Python 3.11 and
+    earlier), that dict's ``get``: what the function does, without a Python
+    frame for each message."""
+    current_tasks = getattr(asyncio.tasks, "_current_tasks", None)
+    if isinstance(asyncio.current_task, types.FunctionType) and isinstance(current_tasks, dict):
+        return current_tasks.get
+    return asyncio.current_task
+
+
+current_task = _current_task_lookup()
+
+
 def wake_tasks_now(loop: asyncio.AbstractEventLoop, waiters: List[asyncio.Future[None]]) -> None:
     """Complete ``waiters`` and run the task waiting on each one here and now.
 
@@ -474,18 +489,17 @@ def wake_tasks_now(loop: asyncio.AbstractEventLoop, waiters: List[asyncio.Future
     Inside a running task, or with a future that does not expose its
     callbacks, the future completes the ordinary way.
     """
-    eager = asyncio.current_task(loop) is None
+    eager = current_task(loop) is None
     for waiter in waiters:
-        if waiter.done():
-            continue  # its wait was cancelled
         # The (callback, context) pairs of asyncio's futures, both the C
         # and the Python implementation; the one callback of a future that
-        # a task awaits is that task's wake-up.
+        # a task awaits is that task's wake-up. A future that is done (its
+        # wait was cancelled) has none left.
         callbacks = getattr(waiter, "_callbacks", None) if eager else None
         if callbacks and len(callbacks) == 1:
             wakeup, context = callbacks[0]
             waiter.remove_done_callback(wakeup)
             waiter.set_result(None)
             context.run(wakeup, waiter)
-        else:
+        elif not waiter.done():
             waiter.set_result(None)

@@ -53,7 +53,6 @@ from anynet._events import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_NO_STATUS,
     CLOSE_NORMAL,
-    CLOSE_POLICY_VIOLATION,
     CLOSE_TRY_AGAIN_LATER,
     OP_BINARY,
     OP_PING,
@@ -498,13 +497,12 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
 
         Nothing can wait here, so the frame is buffered anyway, up to
         SEND_NOWAIT_BOUND times ``write_limit``; beyond that the peer is not
-        reading, and the connection fails with 1008 rather than letting its
-        buffer grow without bound.
+        reading, and the connection is closed with 1013, as a reliable
+        broadcast closes it over its backlog, rather than left to buffer
+        without bound.
         """
-        assert self._transport is not None
-        buffered = self._transport.get_write_buffer_size() + self._pending_size
-        if buffered >= SEND_NOWAIT_BOUND * self._write_limit:
-            self._fail(CLOSE_POLICY_VIOLATION, "the peer does not read what it is sent")
+        if self._unsent_bytes() >= SEND_NOWAIT_BOUND * self._write_limit:
+            self._close_overloaded("the client does not read fast enough")
             raise self._closed_exception()
 
     def _callback_failed(self, error: Exception) -> None:
@@ -654,7 +652,7 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         _wake(self._drainers)
         self._flush()
         transport = self._transport
-        if transport is None or self._transport_lost:
+        if transport is None or self._transport_lost or transport.is_closing():
             return
         if not self._is_client and transport.can_write_eof():
             transport.write_eof()

@@ -41,6 +41,7 @@ class Chromium:
             "--no-first-run",
             "--no-default-browser-check",
             "--disable-gpu",
+            "--disable-dev-shm-usage",  # containers often give /dev/shm 64 MiB: too little
             "--disable-extensions",
             "--disable-background-networking",
             "--disable-component-update",

@@ -224,7 +224,7 @@ async def test_send_nowait_checks_its_argument_and_the_connection():
             client.send_text_nowait("late")
 
 
-async def test_send_nowait_beyond_four_times_write_limit_fails_with_1008():
+async def test_send_nowait_beyond_four_times_write_limit_closes_with_1013():
     write_limit = 64 * 1024
     chunk = b"x" * 16 * 1024
     outcome = asyncio.get_running_loop().create_future()
@@ -250,7 +250,7 @@ async def test_send_nowait_beyond_four_times_write_limit_fails_with_1008():
             await client.send(b"go")
             code, buffered = await asyncio.wait_for(outcome, TIMEOUT)
             await client.close()
-    assert code == 1008
+    assert code == 1013
     # The bound is checked before each frame: at most one frame beyond it.
     assert buffered < 4 * write_limit + len(chunk) + 14
 
