@@ -640,26 +640,33 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
 
         The peer may still be sending (the rest of an oversized message, say).
         A socket closed with unread bytes makes the kernel send a reset, which
-        can overtake our Close frame, and the peer never learns the code. So,
-        as RFC 6455 7.1.1 has it, the server half-closes (a client leaves that
-        to the server), and both read on and discard whatever still arrives,
-        into space that costs nothing, until the peer's EOF closes the
-        transport (``eof_received``), or for at most ``disconnect_timeout``.
+        can overtake our Close frame, and the peer never learns the code. So
+        both sides read on, into space that costs nothing. While the frame
+        boundaries are known (a message over the size limit, a keepalive
+        timeout), the reader drops every frame but the peer's Close, and
+        that Close completes the closing handshake as usual: a proxy in
+        between (nginx) then passes the peer's answer on before TCP ends.
+        Otherwise, as RFC 6455 7.1.1 has it, the server half-closes (a
+        client leaves that to the server) and everything that still arrives
+        is dropped until the peer's EOF closes the transport
+        (``eof_received``). Either way for at most ``disconnect_timeout``.
         A TLS transport cannot half-close: there the peer, having read our
         Close, ends the connection, or the bound does.
         """
-        self._reader.stop()
+        found = self._reader.seek_close()
         self._stop_keepalive()
         _wake(self._drainers)
         self._flush()
         transport = self._transport
         if transport is None or self._transport_lost or transport.is_closing():
             return
-        if not self._is_client and transport.can_write_eof():
+        if found is None and not self._is_client and transport.can_write_eof():
             transport.write_eof()
         if self._reading_paused:
             self._resume_reading()
         self._arm_close_timer()
+        for event in found or ():
+            self._control_event(event)
 
     def _close_now(self, code: int, reason: str) -> None:
         """Send a Close with ``code`` if still open, and close TCP without waiting."""
