@@ -3,8 +3,8 @@
 ``WebSocketClient`` is both the ``asyncio.BufferedProtocol`` that the
 transport drives and the object the application calls ``send``/``recv`` on.
 Keeping them one object keeps the hot path short, and the per-message part
-of it is the base class, ``ConnectionCore`` (compiled, or its pure-Python
-twin): a read is one call that parses, queues the messages and resumes the
+of it is the base class, ``ConnectionCore`` (one source, compiled or run as
+plain Python): a read is one call that parses, queues the messages and resumes the
 task waiting for them, and a ``recv`` with a message waiting is a deque pop
 that never suspends. This module adds everything else: the connection's
 life cycle, control frames, closing, pings and keepalive, large frames.
@@ -54,6 +54,7 @@ from anynet._events import (
     CLOSE_NO_STATUS,
     CLOSE_NORMAL,
     CLOSE_TRY_AGAIN_LATER,
+    MAX_CLOSE_REASON,
     OP_BINARY,
     OP_PING,
     OP_PONG,
@@ -82,8 +83,6 @@ _MAX_COPIED_SERVER_PAYLOAD = 256 * 1024
 _MAX_HEADER_SIZE = 14
 # send_nowait() buffers up to this many times write_limit (see _check_send_bound).
 SEND_NOWAIT_BOUND = 4
-# RFC 6455 section 5.5: a Close frame carries a 2-byte code and 123 bytes of reason.
-_MAX_CLOSE_REASON = 123
 
 
 class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
@@ -768,6 +767,6 @@ def _wake(waiters: List[asyncio.Future[None]]) -> None:
 
 def _truncate_reason(reason: str) -> str:
     encoded = reason.encode("utf-8")
-    if len(encoded) <= _MAX_CLOSE_REASON:
+    if len(encoded) <= MAX_CLOSE_REASON:
         return reason
-    return encoded[:_MAX_CLOSE_REASON].decode("utf-8", "ignore")
+    return encoded[:MAX_CLOSE_REASON].decode("utf-8", "ignore")

@@ -11,12 +11,11 @@ whole Close frame and then the end of the stream, never ``ConnectionResetError``
 from __future__ import annotations
 
 import asyncio
-import struct
 
 import pytest
 
 from anynet import websocket
-from rawpeer import masked_frame, read_frame, read_head, upgrade_request
+from rawpeer import close_code, masked_frame, read_frame, read_head, upgrade_request
 from support import TIMEOUT
 
 TRIES = 50
@@ -86,7 +85,7 @@ async def fail_while_sending(server, first_frame, ssl=None):
         finally:
             closing = True
             await asyncio.wait_for(sending, TIMEOUT)
-        code = struct.unpack("!H", payload[:2])[0]
+        code = close_code(payload)
         writer.write(masked_frame(0x8, payload[:2]))
         if ssl is None or code != 1002:
             assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
