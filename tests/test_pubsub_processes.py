@@ -69,8 +69,10 @@ def test_redis_killed_mid_run_loss_reported_equals_loss_observed(tmp_path):
     assert report["missing_from_same_process"] == 0, report
     assert report["duplicates"] == 0, report
     assert report["reported_loss"] == report["observed_loss"], report
-    assert report["cross_process_resumed_after"] is not None, report
-    assert report["cross_process_resumed_after"] < 5, report
+    # The hubs queue what is published during the outage: when every hub
+    # subscribes again before the queues are written, nothing is lost at all.
+    if report["observed_loss"]:
+        assert report["cross_process_resumed_after"] < 5, report
     assert all(after is not None and after < 5 for after in report["hubs_reconnected_after"]), report
 
 
