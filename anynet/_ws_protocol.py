@@ -306,8 +306,9 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         return f"<WebSocketClient {role} side, peer {host}:{port}, {state}>"
 
     # ------------------------------------------------------------------
-    # What broadcast (anynet._broadcast) asks of a connection: these and
-    # ``_write`` are all it uses, so the state behind them can change freely.
+    # What broadcast and the pub/sub hubs (anynet._broadcast, anynet._hub)
+    # ask of a connection: these and ``_write`` are all they use, so the
+    # state behind them can change freely.
 
     def _is_open(self) -> bool:
         """Whether frames may still be sent: no Close sent or received yet."""
