@@ -23,7 +23,7 @@ import pytest
 
 from anynet import websocket
 from redis_server import free_port, redis_server, require_redis_server  # noqa: F401 (a fixture)
-from support import TIMEOUT
+from support import TIMEOUT, python_path
 
 ROOMS = Path(__file__).resolve().parent.parent / "benchmarks" / "rooms.py"
 
@@ -32,7 +32,7 @@ def run_rooms(tmp_path, *arguments):
     require_redis_server()
     output = tmp_path / "rooms.json"
     environment = dict(os.environ)
-    environment["PYTHONPATH"] = str(ROOMS.parent.parent)
+    environment["PYTHONPATH"] = python_path()
     subprocess.run(
         [sys.executable, str(ROOMS), "--loop", "asyncio", "--output", str(output), *arguments],
         check=True,
@@ -87,7 +87,7 @@ async def test_the_guide_s_multi_process_example_shares_rooms(tmp_path, redis_se
     port = free_port()
     script = tmp_path / "rooms_server.py"
     script.write_text(example.replace("PORT = 8765", f"PORT = {port}"))
-    environment = dict(os.environ, REDIS_URL=redis_server.url, PYTHONPATH=str(ROOMS.parent.parent))
+    environment = dict(os.environ, REDIS_URL=redis_server.url, PYTHONPATH=python_path())
     process = await asyncio.create_subprocess_exec(
         sys.executable, str(script), env=environment, stdout=asyncio.subprocess.DEVNULL
     )

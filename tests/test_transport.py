@@ -28,7 +28,7 @@ import pytest
 import rawpeer
 from anynet import websocket
 from conftest import LOOP_FACTORIES
-from support import TIMEOUT, echo
+from support import TIMEOUT, echo, python_path
 
 TESTS = Path(__file__).resolve().parent
 SERVER = TESTS / "fd_limit_server.py"
@@ -55,9 +55,7 @@ class ServerProcess:
 
     def __init__(self, loop_name: str) -> None:
         environment = dict(os.environ)
-        environment["PYTHONPATH"] = os.pathsep.join(
-            [str(TESTS.parent), str(TESTS), environment.get("PYTHONPATH", "")]
-        )
+        environment["PYTHONPATH"] = python_path(TESTS)
         self.process = subprocess.Popen(
             [sys.executable, str(SERVER), loop_name, str(DESCRIPTOR_LIMIT)],
             stdin=subprocess.PIPE,
