@@ -56,14 +56,26 @@ def _extensions():
         return []
     from Cython.Build import cythonize
 
-    extension = Extension(
-        "anynet._speedups",
-        sources=["anynet/_speedups.pyx", "src/mask.c", "src/utf8.c"],
-        include_dirs=["src"],
-        extra_compile_args=[] if sys.platform == "win32" else ["-O3"],
-    )
+    compile_args = [] if sys.platform == "win32" else ["-O3"]
+    extensions = [
+        Extension(
+            "anynet._speedups",
+            sources=["anynet/_speedups.pyx", "src/mask.c", "src/utf8.c"],
+            include_dirs=["src"],
+            extra_compile_args=compile_args,
+        ),
+        # permessage-deflate: anynet/_deflate.py compiled (its C types are in
+        # _deflate_c.pxd), on zlib's C API.
+        Extension(
+            "anynet._deflate_c",
+            sources=["anynet/_deflate.py", "src/deflate.c"],
+            include_dirs=["src"],
+            libraries=["zlib" if sys.platform == "win32" else "z"],
+            extra_compile_args=compile_args,
+        ),
+    ]
     return cythonize(
-        [extension],
+        extensions,
         language_level=3,
         compiler_directives={
             "boundscheck": False,
