@@ -9,7 +9,9 @@ two sides export the same names.
 
 import os
 
-if os.environ.get("ANYNET_NO_EXTENSIONS", "") not in ("", "0"):
+EXTENSIONS_DISABLED = os.environ.get("ANYNET_NO_EXTENSIONS", "") not in ("", "0")
+
+if EXTENSIONS_DISABLED:
     from anynet import _connection_core as core
     from anynet import _deflate as deflate
     from anynet import _framing as framing

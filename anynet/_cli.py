@@ -1,28 +1,45 @@
-"""``python -m anynet.websocket``: an echo server, an interactive client and a
-quick benchmark, for poking at WebSocket endpoints from a terminal.
+"""The ``anynet`` command (also ``python -m anynet.websocket``): an echo
+server, a client and a quick benchmark, for poking at WebSocket endpoints
+from a terminal.
 
-    python -m anynet.websocket serve --port 8765
-    python -m anynet.websocket connect ws://127.0.0.1:8765/
-    python -m anynet.websocket bench --clients 10 --messages 2000
+    anynet serve --port 8765
+    anynet connect ws://127.0.0.1:8765/
+    anynet bench --clients 10 --messages 2000
+
+The installed ``anynet`` script imports the installed package wherever it
+runs; ``python -m`` imports an ``anynet/`` in the current directory first,
+which in a source checkout has no compiled core: the command then says so.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.machinery
 import os
 import signal
 import sys
 import time
 from typing import Any, Callable, Coroutine, Dict, List, Optional, Sequence
 
+import anynet
 from anynet import __version__, tls, websocket
-from anynet._backend import BACKEND
+from anynet._backend import BACKEND, EXTENSIONS_DISABLED
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = _parser()
+def main(argv: Optional[Sequence[str]] = None, prog: str = "anynet") -> int:
+    parser = _parser(prog)
     args = parser.parse_args(argv)
+    shadowed = _shadowed_compiled_core()
+    if shadowed is not None:
+        print(
+            f"{prog}: note: running the pure-Python core, because the anynet in "
+            f"{os.path.dirname(_IMPORTED_PACKAGE)} (a source checkout) shadows the installed one "
+            f"in {os.path.dirname(shadowed)}, which has the compiled core; run `anynet` or "
+            "leave that directory to use it",
+            file=sys.stderr,
+            flush=True,
+        )
     command: Callable[[argparse.Namespace], Coroutine[Any, Any, int]] = args.command
     try:
         if args.uvloop:
@@ -38,9 +55,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
 
 
-def _parser() -> argparse.ArgumentParser:
+_IMPORTED_PACKAGE = os.path.dirname(os.path.abspath(anynet.__file__))
+
+
+def _shadowed_compiled_core() -> Optional[str]:
+    """The installed anynet package with a compiled core that the imported
+    pure-Python one hides (e.g. a checkout in the current directory), if any."""
+    if BACKEND == "compiled" or EXTENSIONS_DISABLED:
+        return None
+    for entry in sys.path:
+        package = os.path.abspath(os.path.join(entry or os.curdir, "anynet"))
+        if package == _IMPORTED_PACKAGE:
+            continue
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            if os.path.isfile(os.path.join(package, "_speedups" + suffix)):
+                return package
+    return None
+
+
+def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m anynet.websocket",
+        prog=prog,
         description="anynet WebSocket tools: an echo server, an interactive client, a benchmark.",
     )
     parser.add_argument("--version", action="version", version=f"anynet {__version__} ({BACKEND} core)")

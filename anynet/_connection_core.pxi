@@ -2,7 +2,8 @@
 # comments there hold here too), part of anynet._speedups so that it calls
 # the reader and writer above as C functions. The behaviour is the
 # pure-Python class's; only the helpers that nothing outside the core calls
-# (_receiver, _next_message, _send_frame, _flush_pending) are C functions.
+# (_receiver, _next_message, _refuse_hopeless_wait, _send_frame,
+# _flush_pending) are C functions.
 # What compiling buys is that a read, the queueing of its messages and the
 # wake-up of the task waiting for them are one C call with no Python frame,
 # and that send() and recv() run no bytecode.
@@ -12,7 +13,7 @@ from collections import deque
 
 from anynet._connection_core import LARGE_PAYLOAD_SIZE, OPEN, _flush_batch, _write_batch
 from anynet._events import OP_BINARY, OP_TEXT
-from anynet._ws_errors import ConnectionClosedOK
+from anynet._ws_errors import ConnectionClosedOK, MessageTypeError
 
 cdef extern from "Python.h":
     const Py_ssize_t PY_SSIZE_T_MAX
@@ -138,6 +139,8 @@ cdef class ConnectionCore:
             message = self._next_message(bytes)
             if message is not None:
                 return message
+            if self._reading_paused:
+                self._refuse_hopeless_wait(bytes)
             await self._receiver()
 
     async def recv_text(self):
@@ -146,6 +149,8 @@ cdef class ConnectionCore:
             message = self._next_message(str)
             if message is not None:
                 return message
+            if self._reading_paused:
+                self._refuse_hopeless_wait(str)
             await self._receiver()
 
     async def recv_message(self):
@@ -214,6 +219,11 @@ cdef class ConnectionCore:
         receivers.append(receiver)
         return receiver
 
+    cdef int _refuse_hopeless_wait(self, object kind) except -1:
+        if self._receiving and self._deferred_failure is None and self._messages:
+            raise MessageTypeError(kind, len(self._messages))
+        return 0
+
     cdef object _next_message(self, object kind):
         messages = self._messages
         if not messages:
@@ -233,8 +243,13 @@ cdef class ConnectionCore:
         return message
 
     def _pause_reading(self):
+        cdef list receivers
         self._reading_paused = True
         self._transport.pause_reading()
+        receivers = self._receivers
+        if receivers:
+            self._receivers = []
+            _wake_tasks_now(self._loop, receivers)
 
     def _resume_reading(self):
         self._reading_paused = False

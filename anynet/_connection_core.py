@@ -19,7 +19,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Deque, List, Optional, Union
 
 from anynet._events import OP_BINARY, OP_TEXT
-from anynet._ws_errors import ConnectionClosed, ConnectionClosedOK
+from anynet._ws_errors import ConnectionClosed, ConnectionClosedOK, MessageTypeError
 
 if TYPE_CHECKING:
     from anynet._events import ProtocolError
@@ -173,6 +173,8 @@ class ConnectionCore:
             message = self._next_message(bytes)
             if message is not None:
                 return message  # type: ignore[return-value]  # of the class asked for
+            if self._reading_paused:
+                self._refuse_hopeless_wait(bytes)
             await self._receiver()
 
     async def recv_text(self) -> str:
@@ -181,6 +183,8 @@ class ConnectionCore:
             message = self._next_message(str)
             if message is not None:
                 return message  # type: ignore[return-value]  # of the class asked for
+            if self._reading_paused:
+                self._refuse_hopeless_wait(str)
             await self._receiver()
 
     async def recv_message(self) -> Message:
@@ -262,6 +266,14 @@ class ConnectionCore:
         receivers.append(receiver)
         return receiver
 
+    def _refuse_hopeless_wait(self, kind: type) -> None:
+        """Raise ``MessageTypeError`` for a receive of class ``kind`` that
+        finds none queued while reading is paused: the queue is full of the
+        other type, so nothing it waits for can arrive. A connection that is
+        closing or closed is left to ``_receiver`` to report."""
+        if self._receiving and self._deferred_failure is None and self._messages:
+            raise MessageTypeError(kind, len(self._messages))
+
     def _next_message(self, kind: Optional[type]) -> Optional[Message]:
         """Take the first queued message of class ``kind`` (of either with
         None), passing over messages of the other; None if there is none."""
@@ -286,6 +298,12 @@ class ConnectionCore:
         assert self._transport is not None
         self._reading_paused = True
         self._transport.pause_reading()
+        # A receive waiting for the other type than the queue holds now waits
+        # for nothing: wake it, so that it says so (_refuse_hopeless_wait).
+        receivers = self._receivers
+        if receivers:
+            self._receivers = []
+            wake_tasks_now(self._loop, receivers)
 
     def _resume_reading(self) -> None:
         assert self._transport is not None

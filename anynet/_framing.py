@@ -57,6 +57,10 @@ MAX_PREALLOCATION = 16 * 1024 * 1024
 #: the operating system is asked once per 128 frames rather than per frame.
 MASK_POOL_SIZE = 512
 
+#: Where the bytes that arrive after a failure, a Close or ``stop()`` are
+#: read to be dropped: one buffer shared by every reader, as nothing reads it.
+_DISCARDED = memoryview(bytearray(64 * 1024))
+
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 _utf8_decode = codecs.utf_8_decode
 _pack_16 = struct.Struct("!BBH").pack
@@ -248,13 +252,19 @@ class FrameReader:
         self._decoder = _utf8_decoder()
         #: A ProtocolError was reported; further input is ignored.
         self.failed = False
-        #: A Close was reported; further input is ignored.
+        #: A Close was reported, or ``stop()`` called; further input is ignored.
         self.closed = False
 
     @property
     def buffer_size(self) -> int:
         """Bytes of receive buffer currently held (0 while idle)."""
         return 0 if self._buffer is None else len(self._buffer)
+
+    def stop(self) -> None:
+        """Parse nothing more: drop what is buffered, and ignore further input."""
+        self.closed = True
+        self._fragments = []
+        self._release()
 
     def feed(self, data: Buffer) -> List[Event]:
         """Parse ``data`` after any incomplete frame kept from earlier calls."""
@@ -284,20 +294,22 @@ class FrameReader:
 
         ``sizehint`` is only a hint and is ignored: the space offered is enough
         for the rest of a partly received frame (up to the size limit), or an
-        ordinary read.
+        ordinary read. Once input is ignored, it is space shared by every
+        reader, so that bytes read only to be dropped cost no memory.
         """
+        if self.failed or self.closed:
+            return _DISCARDED
         self._reserve(self._wanted_space())
         assert self._buffer is not None
         return memoryview(self._buffer)[self._end :]
 
     def buffer_updated(self, nbytes: int) -> List[Event]:
         """Parse the ``nbytes`` just written into the space from ``get_buffer()``."""
+        if self.failed or self.closed:
+            return []
         buffer = self._buffer
         if buffer is None or not 0 <= nbytes <= len(buffer) - self._end:
             raise ValueError("buffer_updated() without a matching get_buffer()")
-        if self.failed or self.closed:
-            self._release()
-            return []
         self._end += nbytes
         events: List[Event] = []
         self._parse_buffer(events)

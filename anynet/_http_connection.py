@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, Union
 import httptools
 
 from anynet._copied_reads import CopiedReads
+from anynet._handover import hand_over
 from anynet._http_message import HTTPHeaders, HTTPRequest, HTTPResponse, UpgradeFunction
 
 if TYPE_CHECKING:
@@ -708,21 +709,18 @@ class HTTPServerProtocol(CopiedReads):
             raise ConnectionResetError("the client closed the connection before the upgrade")
         self._switched = True
         self._cancel_timers()
-        transport = self.transport
-        transport.set_protocol(protocol)
-        if self._reading_paused:
-            self._reading_paused = False
-            transport.resume_reading()
-        protocol.connection_made(transport)
-        if self._writing_paused:
-            # The transport reports crossing its high-water mark only once.
-            protocol.pause_writing()
         # The HTTP side is done for good; this object lives on with the
         # connection (see __slots__), its parser need not.
         self._parser = None
         leftover, self._leftover = self._leftover, b""
-        if leftover:
-            _deliver(protocol, transport, leftover)
+        reading_paused, self._reading_paused = self._reading_paused, False
+        hand_over(
+            self.transport,
+            protocol,
+            leftover,
+            reading_paused=reading_paused,
+            writing_paused=self._writing_paused,
+        )
 
     # -- server shutdown -----------------------------------------------------
 
@@ -745,18 +743,3 @@ class HTTPServerProtocol(CopiedReads):
             self._task.cancel()
         self.transport.abort()
 
-
-def _deliver(protocol: asyncio.BaseProtocol, transport: asyncio.Transport, data: bytes) -> None:
-    """Give ``data`` to ``protocol`` as the transport would have."""
-    if isinstance(protocol, asyncio.BufferedProtocol):
-        view = memoryview(data)
-        while view and not transport.is_closing():
-            buffer = memoryview(protocol.get_buffer(len(view)))
-            count = min(len(buffer), len(view))
-            if count == 0:
-                raise RuntimeError("get_buffer() returned an empty buffer")
-            buffer[:count] = view[:count]
-            protocol.buffer_updated(count)
-            view = view[count:]
-    else:
-        protocol.data_received(data)  # type: ignore[attr-defined]

@@ -76,6 +76,10 @@ cdef enum:
 
 cdef uint64_t UINT64_MAX = 0xFFFFFFFFFFFFFFFF
 
+# Where the bytes that arrive after a failure, a Close or stop() are read to be
+# dropped: one buffer shared by every reader, as nothing reads it.
+cdef char _discarded[65536]
+
 cdef object _Close = Close
 cdef object _Ping = Ping
 cdef object _Pong = Pong
@@ -215,6 +219,13 @@ cdef class FrameReader:
             return PyBytes_GET_SIZE(self._payload)
         return self._capacity
 
+    def stop(self):
+        """Parse nothing more: drop what is buffered, and ignore further input."""
+        self.closed = True
+        self._payload = None
+        self._release()
+        self._drop_message()
+
     def feed(self, data):
         """Parse ``data`` after any incomplete frame kept from earlier calls."""
         cdef Py_buffer view
@@ -259,11 +270,14 @@ cdef class FrameReader:
 
         ``sizehint`` is only a hint and is ignored: the space offered is enough
         for the rest of a partly received frame (up to the size limit), or an
-        ordinary read.
+        ordinary read. Once input is ignored, it is space shared by every
+        reader, so that bytes read only to be dropped cost no memory.
         """
         return self._free_space()
 
     cdef object _free_space(self):
+        if self.failed or self.closed:
+            return PyMemoryView_FromMemory(_discarded, sizeof(_discarded), PyBUF_WRITE)
         if self._payload is not None:
             return PyMemoryView_FromMemory(
                 PyBytes_AS_STRING(self._payload) + self._payload_filled,
@@ -281,6 +295,8 @@ cdef class FrameReader:
 
     cdef list _updated(self, Py_ssize_t nbytes):
         cdef list events
+        if self.failed or self.closed:
+            return []
         if self._payload is not None:
             if not 0 <= nbytes <= PyBytes_GET_SIZE(self._payload) - self._payload_filled:
                 raise ValueError("buffer_updated() without a matching get_buffer()")
@@ -292,9 +308,6 @@ cdef class FrameReader:
             return events
         if self._buffer == NULL or not 0 <= nbytes <= self._capacity - self._end:
             raise ValueError("buffer_updated() without a matching get_buffer()")
-        if self.failed or self.closed:
-            self._release()
-            return []
         self._end += nbytes
         events = []
         self._parse_buffer(events)

@@ -14,6 +14,7 @@ is our user's mistake and raises ``ValueError`` at once.
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 from typing import NamedTuple
 
@@ -24,6 +25,17 @@ DEFAULT_PORTS = {False: 80, True: 443}
 # path is not encoded twice. Everything else (spaces, controls, non-ASCII) is
 # percent-encoded, so nothing from the URL can break the request line.
 _TARGET_SAFE_CHARACTERS = "-._~:/?#[]@!$&'()*+,;=%"
+
+
+EXPECTED_FORM = "ws://host[:port][/path] or wss://host[:port][/path]"
+
+# Scheme names a user may write instead of the WebSocket ones, with the one meant.
+_HTTP_SCHEMES = {"http": "ws", "https": "wss"}
+
+# A scheme followed by something other than "://" (``ws:/host``, ``wss:host``,
+# ``ws:\\host``): without this check the scheme would be read as a host name.
+# ``host:port`` (digits after the colon) is a URL without a scheme, not this.
+_MALFORMED_SCHEME = re.compile(r"(?i)(wss?|https?):(?!//)(?!\d+(?:[/?]|$))")
 
 
 class WebSocketURL(NamedTuple):
@@ -59,9 +71,20 @@ def parse_url(url: str, has_context: bool) -> WebSocketURL:
             secure = False
         elif scheme == "wss":
             secure = True
+        elif scheme in _HTTP_SCHEMES:
+            raise ValueError(
+                f"{url!r} is an HTTP URL: a WebSocket URL starts with "
+                f"{_HTTP_SCHEMES[scheme]}:// ({EXPECTED_FORM})"
+            )
         else:
-            raise ValueError(f"unsupported URL scheme {scheme!r} in {url!r}: use ws or wss")
+            raise ValueError(f"unsupported URL scheme {scheme!r} in {url!r}: expected {EXPECTED_FORM}")
     else:
+        malformed = _MALFORMED_SCHEME.match(url)
+        if malformed:
+            raise ValueError(
+                f"malformed URL {url!r}: the scheme {malformed.group(1)!r} must be followed by "
+                f"'://'; expected {EXPECTED_FORM}"
+            )
         rest = url
         secure = has_context
 
@@ -73,7 +96,7 @@ def parse_url(url: str, has_context: bool) -> WebSocketURL:
         raise ValueError(f"a WebSocket URL has no fragment: {url!r}")
     host = parts.hostname
     if not host:
-        raise ValueError(f"the URL has no host: {url!r}")
+        raise ValueError(f"the URL {url!r} has no host: expected {EXPECTED_FORM}")
     host = _ascii_host(host, url)
     try:
         port = parts.port

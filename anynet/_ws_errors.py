@@ -43,6 +43,32 @@ class ConnectionClosedError(ConnectionClosed):
     """The connection ended abnormally: an error code, a protocol violation, or no handshake."""
 
 
+class MessageTypeError(WSError):
+    """A receive of one type cannot complete: the queue is full of the other type.
+
+    ``recv()`` waits for binary messages and ``recv_text()`` for text ones.
+    When ``max_queue`` messages of the other type wait unread, the connection
+    stops reading (that bounds its memory), so no message of the wanted type
+    can arrive and the receive raises this instead of waiting forever. The
+    queued messages stay queued: read them with ``recv_message()``, ``async
+    for``, or the receive method of their type. ``queued`` is how many are
+    queued and ``wanted`` the class asked for (``bytes`` or ``str``).
+    """
+
+    def __init__(self, wanted: type, queued: int) -> None:
+        if wanted is bytes:
+            asked, other, method = "recv()", "text", "recv_text()"
+        else:
+            asked, other, method = "recv_text()", "binary", "recv()"
+        super().__init__(
+            f"{asked} would wait forever: {queued} {other} messages wait unread, so the "
+            f"connection stopped reading (max_queue); read them with {method}, "
+            "recv_message() or async for"
+        )
+        self.wanted = wanted
+        self.queued = queued
+
+
 class HandshakeError(WSError):
     """The opening handshake failed.
 

@@ -41,6 +41,14 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 
 
+# The first two bytes of a TLS alert or handshake record (content type 21 or
+# 22, then the major version 3): what a TLS server may answer a plain request.
+_TLS_RECORD_STARTS = (b"\x15\x03", b"\x16\x03")
+_SPEAKS_TLS = (
+    "the server {} the upgrade request: it probably speaks TLS, so connect with wss:// instead of ws://"
+)
+
+
 def generate_key() -> str:
     """A fresh ``Sec-WebSocket-Key``: 16 random bytes in base64."""
     return base64.b64encode(os.urandom(16)).decode("ascii")
@@ -148,11 +156,12 @@ class ResponseHeadProtocol(CopiedReads):
     too.
     """
 
-    def __init__(self, request: bytes) -> None:
+    def __init__(self, request: bytes, over_tls: bool) -> None:
         loop = asyncio.get_running_loop()
         super().__init__(loop)
         self.head: asyncio.Future[ResponseHead] = loop.create_future()
         self._request = request
+        self._over_tls = over_tls
         self._parser: Optional[httptools.HttpResponseParser] = httptools.HttpResponseParser(self)
         self._headers: Dict[str, str] = {}
         self._headers_complete = False
@@ -172,6 +181,9 @@ class ResponseHeadProtocol(CopiedReads):
             if len(self.leftover) > MAX_RESPONSE_HEAD_SIZE and not self.reading_paused:
                 self._transport.pause_reading()
                 self.reading_paused = True
+            return
+        if not self._received and not self._over_tls and data[:2] in _TLS_RECORD_STARTS:
+            self._fail(HandshakeError(_SPEAKS_TLS.format("answered with a TLS record")))
             return
         self._received += len(data)
         try:
@@ -193,7 +205,11 @@ class ResponseHeadProtocol(CopiedReads):
             )
 
     def eof_received(self) -> None:
-        self._fail(HandshakeError("the server closed the connection during the handshake"))
+        if not self._received and not self._over_tls:
+            # What a TLS server does with a plain HTTP request (OpenSSL sends no alert).
+            self._fail(HandshakeError(_SPEAKS_TLS.format("closed the connection without answering")))
+        else:
+            self._fail(HandshakeError("the server closed the connection during the handshake"))
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         error = HandshakeError("the connection was lost during the handshake")

@@ -7,7 +7,8 @@ a keyword-only option of ``connect``, ``serve`` and ``route``.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+import inspect
+from typing import Any, Mapping, NamedTuple, Optional
 
 #: Largest message (the sum of its fragments) accepted from the peer. A peer
 #: that announces a bigger one gets close code 1009.
@@ -38,14 +39,23 @@ class ConnectionOptions(NamedTuple):
 
 
 def connection_options(
-    max_message_size: Optional[int],
-    max_queue: Optional[int],
-    write_limit: int,
-    disconnect_timeout: Optional[float],
-    ping_interval: Optional[float],
-    ping_timeout: Optional[float],
+    *,
+    max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE,
+    max_queue: Optional[int] = DEFAULT_MAX_QUEUE,
+    write_limit: int = DEFAULT_WRITE_LIMIT,
+    disconnect_timeout: Optional[float] = None,
+    ping_interval: Optional[float] = DEFAULT_PING_INTERVAL,
+    ping_timeout: Optional[float] = DEFAULT_PING_TIMEOUT,
 ) -> ConnectionOptions:
-    """Check our user's options at once, so that a mistake fails loudly and early."""
+    """Check our user's options at once, so that a mistake fails loudly and early.
+
+    This signature is the reference for the keyword-only parameters of the
+    same names in every public function that opens connections (``connect``,
+    ``serve``, ``route`` and their Unix socket twins): each lists them
+    explicitly, for readers, IDEs and type checkers, and passes them on with
+    ``connection_options_from(locals())``. A test holds the names, defaults
+    and annotations of all of them equal to these.
+    """
     return ConnectionOptions(
         max_message_size=_optional_count("max_message_size", max_message_size),
         max_queue=_optional_count("max_queue", max_queue),
@@ -58,6 +68,27 @@ def connection_options(
         ping_interval=optional_seconds("ping_interval", ping_interval),
         ping_timeout=optional_seconds("ping_timeout", ping_timeout),
     )
+
+
+_OPTION_NAMES = tuple(inspect.signature(connection_options).parameters)
+
+
+def connection_options_from(arguments: Mapping[str, Any]) -> ConnectionOptions:
+    """``connection_options`` of the options among a public function's arguments.
+
+    ``arguments`` is the caller's ``locals()`` at its start, which holds each
+    of its parameters: a new option is added to ``connection_options`` and
+    to each signature, never to a list of names passed on by hand.
+    """
+    return connection_options(**{name: arguments[name] for name in _OPTION_NAMES})
+
+
+def handshake_seconds(value: Optional[float]) -> float:
+    """The bound of an opening handshake: ``None`` means the default, as for
+    ``disconnect_timeout``, so that a handshake is never left unbounded."""
+    if value is None:
+        return DEFAULT_HANDSHAKE_TIMEOUT
+    return positive_seconds("handshake_timeout", value)
 
 
 def optional_seconds(name: str, value: Optional[float]) -> Optional[float]:

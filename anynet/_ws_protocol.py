@@ -28,8 +28,8 @@ import weakref
 from typing import (
     TYPE_CHECKING,
     Any,
+    Callable,
     Dict,
-    Iterable,
     List,
     Optional,
     Tuple,
@@ -51,10 +51,9 @@ from anynet._events import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_NO_STATUS,
     CLOSE_NORMAL,
-    OP_BINARY,
+    CLOSE_TRY_AGAIN_LATER,
     OP_PING,
     OP_PONG,
-    OP_TEXT,
     Close,
     Ping,
     Pong,
@@ -85,8 +84,10 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
     ``async for message in client`` (``bytes`` for binary messages, ``str``
     for text), or by type with ``recv()`` and ``recv_text()``; a message of
     the other type stays queued for the other method. Every unread message
-    counts toward ``max_queue``, so an application that reads one type only
-    must not be sent the other.
+    counts toward ``max_queue``: when that many wait and none is of the type
+    ``recv()`` or ``recv_text()`` asks for, reading has stopped and none can
+    arrive, so the receive raises ``MessageTypeError`` (the messages stay
+    queued for ``recv_message()``) instead of waiting forever.
 
     ``subprotocol`` is the negotiated subprotocol (or ``None``). On the
     server side, ``request`` is the ``anynet.http.HTTPRequest`` of the
@@ -123,6 +124,7 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         "_keepalive_payload",
         "_keepalive_timer",
         "_unanswered_ping",
+        "_skipped_messages",
     )
 
     def __init__(
@@ -159,6 +161,7 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         self._keepalive_payload: Optional[bytes] = None
         self._keepalive_timer: Optional[asyncio.TimerHandle] = None
         self._unanswered_ping: Optional[bytes] = None
+        self._skipped_messages = 0
 
     # ------------------------------------------------------------------
     # The application's interface
@@ -258,6 +261,66 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         return f"<WebSocketClient {role} side, peer {host}:{port}, {state}>"
 
     # ------------------------------------------------------------------
+    # What broadcast (anynet._broadcast) asks of a connection: these and
+    # ``_write`` are all it uses, so the state behind them can change freely.
+
+    def _is_open(self) -> bool:
+        """Whether frames may still be sent: no Close sent or received yet."""
+        return self._state is OPEN
+
+    def _is_over_write_limit(self) -> bool:
+        """Whether more than ``write_limit`` bytes wait in the transport."""
+        return self._writing_paused
+
+    def _masks_frames(self) -> bool:
+        """Whether every frame needs a mask of its own (the client side)."""
+        return self._is_client
+
+    def _encode_frame(
+        self, opcode: int, payload: Union[bytes, bytearray, memoryview, str]
+    ) -> bytes:
+        """One complete frame for this connection."""
+        return self._writer.encode(opcode, payload)
+
+    def _unsent_bytes(self) -> int:
+        """Bytes written but not yet sent: the transport's buffer and ours."""
+        transport = self._transport
+        buffered = 0 if transport is None else transport.get_write_buffer_size()
+        return buffered + self._pending_size
+
+    def _missed_broadcast(self) -> None:
+        self._skipped_messages += 1
+
+    def _close_overloaded(self, reason: str) -> None:
+        """Close with 1013 at once: what was written still goes first, then the Close."""
+        self._close_now(CLOSE_TRY_AGAIN_LATER, reason)
+
+    async def _until_writable(self) -> None:
+        """Return once at most ``write_limit`` bytes wait, or the connection closed."""
+        if self._writing_paused and self._state is OPEN:
+            try:
+                await self._wait_for_writing()
+            except ConnectionClosed:
+                pass
+
+    def _call_when_closed(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (once) when the connection is lost or closed."""
+        if self._transport_lost:
+            self._loop.call_soon(callback)
+            return
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        waiter.add_done_callback(lambda _: callback())
+        if self._closed_waiters is None:
+            self._closed_waiters = []
+        self._closed_waiters.append(waiter)
+
+    @property
+    def skipped_messages(self) -> int:
+        """How many broadcasts with the skip policy this connection has missed
+        because its send buffer was over ``write_limit``."""
+        return self._skipped_messages
+
+    # ------------------------------------------------------------------
     # asyncio.BufferedProtocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -304,16 +367,6 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         if ping is not None and self._state is OPEN:
             self._write(self._writer.encode(OP_PONG, ping))
         _wake(self._drainers)
-
-    def _receive_early_data(self, data: bytes) -> None:
-        """Feed bytes that arrived with the handshake response, as a read would."""
-        view = memoryview(data)
-        while view and self._receiving:
-            buffer = self._reader.get_buffer(len(view))
-            count = min(len(buffer), len(view))
-            buffer[:count] = view[:count]
-            self.buffer_updated(count)
-            view = view[count:]
 
     # ------------------------------------------------------------------
     # Receiving
@@ -506,7 +559,33 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
             self._write(self._writer.encode_close(code, reason))
         self._state = CLOSED
         self._stop_receiving()
-        self._finish_closing()
+        self._discard_until_closed()
+
+    def _discard_until_closed(self) -> None:
+        """End TCP after failing the connection, without resetting it.
+
+        The peer may still be sending (the rest of an oversized message, say).
+        A socket closed with unread bytes makes the kernel send a reset, which
+        can overtake our Close frame, and the peer never learns the code. So,
+        as RFC 6455 7.1.1 has it, the server half-closes (a client leaves that
+        to the server), and both read on and discard whatever still arrives,
+        into space that costs nothing, until the peer's EOF closes the
+        transport (``eof_received``), or for at most ``disconnect_timeout``.
+        A TLS transport cannot half-close: there the peer, having read our
+        Close, ends the connection, or the bound does.
+        """
+        self._reader.stop()
+        self._stop_keepalive()
+        _wake(self._drainers)
+        self._flush()
+        transport = self._transport
+        if transport is None or self._transport_lost:
+            return
+        if not self._is_client and transport.can_write_eof():
+            transport.write_eof()
+        if self._reading_paused:
+            self._resume_reading()
+        self._arm_close_timer()
 
     def _close_now(self, code: int, reason: str) -> None:
         """Send a Close with ``code`` if still open, and close TCP without waiting."""
@@ -618,34 +697,3 @@ def _truncate_reason(reason: str) -> str:
     if len(encoded) <= _MAX_CLOSE_REASON:
         return reason
     return encoded[:_MAX_CLOSE_REASON].decode("utf-8", "ignore")
-
-
-def broadcast(clients: Iterable[WebSocketClient], message: Union[bytes, str]) -> int:
-    """Send ``message`` to every open connection in ``clients`` without waiting.
-
-    A server frame is not masked, so the frame is encoded once and written
-    to every server-side connection. Returns how many connections were sent
-    the message: a connection that is closing, or whose send buffer is over
-    its ``write_limit`` (a peer that does not keep up), is skipped rather
-    than allowed to buffer without bound.
-    """
-    if isinstance(message, str):
-        opcode = OP_TEXT
-    elif isinstance(message, (bytes, bytearray, memoryview)):
-        opcode = OP_BINARY
-    else:
-        raise TypeError(f"broadcast() takes bytes or str, not {type(message).__name__}")
-    frame: Optional[bytes] = None
-    sent = 0
-    for client in clients:
-        if client._state is not OPEN or client._writing_paused:
-            continue
-        if client._is_client:
-            # A client frame needs a fresh mask every time.
-            client._write(client._writer.encode(opcode, message))
-        else:
-            if frame is None:
-                frame = client._writer.encode(opcode, message)
-            client._write(frame)
-        sent += 1
-    return sent

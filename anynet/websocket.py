@@ -28,7 +28,8 @@ headers). ``broadcast(server.clients, message)`` encodes a message once and
 writes it to every open connection.
 
 ``connect``, ``serve`` and ``route`` take these keyword-only limits (a peer
-can never make a connection spend more than they allow):
+can never make a connection spend more than they allow); an option has the
+same name, default and meaning wherever it appears:
 
 * ``max_message_size``: largest message accepted, in bytes (default 1 MiB;
   ``None`` for no limit). A bigger one closes the connection with 1009.
@@ -41,8 +42,10 @@ can never make a connection spend more than they allow):
 * ``disconnect_timeout``: seconds the closing handshake and the TCP close
   may take before the connection is dropped (``None``, the default, means
   5 seconds).
-* ``handshake_timeout``: seconds the opening handshake may take (default
-  10); on the client side the TCP and TLS connection is included.
+* ``handshake_timeout`` (``connect`` and ``serve``): seconds the opening
+  handshake may take (default 10; ``None`` means the default, as for
+  ``disconnect_timeout``: a handshake is always bounded); on the client side
+  the TCP and TLS connection is included.
 * ``ping_interval`` / ``ping_timeout``: keepalive. A ping is sent after
   ``ping_interval`` seconds (default 20) and a peer whose pong does not come
   within ``ping_timeout`` seconds (default 20) is disconnected with 1011.
@@ -52,7 +55,9 @@ can never make a connection spend more than they allow):
 Errors are ``WSError`` subclasses: ``ConnectionClosed`` (``ConnectionClosedOK``
 or ``ConnectionClosedError``, with ``code`` and ``reason``) from every
 ``send``/``recv`` once the connection is closed; ``HandshakeError`` (with the
-HTTP ``status``) when the server refuses the connection; ``WSTimeoutError``
+HTTP ``status``) when the server refuses the connection, or when the URL's
+scheme does not match the server (``wss://`` to a plain server or ``ws://``
+to a TLS one: the message names the other scheme); ``WSTimeoutError``
 (also a ``TimeoutError``) when the opening handshake takes too long. Network
 failures while connecting (refused, unreachable, a TLS certificate that does
 not verify) propagate as the ``OSError`` the operating system reported.
@@ -63,10 +68,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import logging
 import re
+import ssl
 import sys
 from typing import (
+    Any,
     AsyncIterator,
     Awaitable,
     Callable,
@@ -79,16 +87,21 @@ from typing import (
 )
 
 from anynet import http, tls
+from anynet._broadcast import DEFAULT_MAX_BACKLOG, BroadcastResult, DeliveryPolicy, broadcast
 from anynet._events import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL
+from anynet._handover import hand_over
 from anynet._url import WebSocketURL, parse_url
+from anynet._ws_admission import Admission, RequestHook, allowed_origins, check_request_hook
 from anynet._ws_errors import (
     ConnectionClosed,
     ConnectionClosedError,
     ConnectionClosedOK,
     HandshakeError,
+    MessageTypeError,
     WSError,
     WSTimeoutError,
 )
+from anynet._ws_handler import check_handler
 from anynet._ws_handshake import (
     ResponseHeadProtocol,
     build_request,
@@ -106,17 +119,20 @@ from anynet._ws_options import (
     DEFAULT_PING_TIMEOUT,
     DEFAULT_WRITE_LIMIT,
     ConnectionOptions,
-    connection_options,
-    optional_seconds,
-    positive_seconds,
+    connection_options_from,
+    handshake_seconds,
 )
-from anynet._ws_protocol import WebSocketClient, broadcast
+from anynet._ws_protocol import WebSocketClient
 
 __all__ = [
+    "DEFAULT_MAX_BACKLOG",
+    "BroadcastResult",
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
+    "DeliveryPolicy",
     "HandshakeError",
+    "MessageTypeError",
     "WSError",
     "WSTimeoutError",
     "WebSocketClient",
@@ -167,14 +183,17 @@ async def connect(
     1000; 1011 if the block raised an exception), bounded by
     ``disconnect_timeout``.
     """
-    _check_context(context)
+    if context is not None and not isinstance(context, tls.TLSContext):
+        hint = f", e.g. ws://{url}:{context}/" if isinstance(url, str) and type(context) is int else ""
+        raise TypeError(
+            f"connect() takes a URL like ws://host:port/path{hint}; its second argument is an "
+            f"optional anynet.tls.TLSContext, not {type(context).__name__}"
+        )
     target = parse_url(url, context is not None)
     offer = check_subprotocols(protocols)
     extra_headers = check_extra_headers(headers)
-    options = connection_options(
-        max_message_size, max_queue, write_limit, disconnect_timeout, ping_interval, ping_timeout
-    )
-    timeout = optional_seconds("handshake_timeout", handshake_timeout)
+    options = connection_options_from(locals())
+    timeout = handshake_seconds(handshake_timeout)
     if target.secure and context is None:
         context = _default_client_context()
     client = await _open_connection(target, context, offer, extra_headers, options, timeout)
@@ -191,6 +210,13 @@ async def connect(
         await client.disconnect()
 
 
+# What OpenSSL reports when the answer to its ClientHello is not a TLS record
+# (typically a plain HTTP server's "400 Bad Request").
+_NOT_TLS_REASONS = frozenset(
+    ("WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "PACKET_LENGTH_TOO_LONG", "RECORD_LAYER_FAILURE")
+)
+
+
 @functools.lru_cache(maxsize=None)
 def _default_client_context() -> tls.TLSContext:
     """The context of ``wss://`` without one: built once, as loading the
@@ -204,7 +230,7 @@ async def _open_connection(
     offer: Sequence[str],
     extra_headers: Sequence[Tuple[str, str]],
     options: ConnectionOptions,
-    timeout: Optional[float],
+    timeout: float,
 ) -> WebSocketClient:
     loop = asyncio.get_running_loop()
     key = generate_key()
@@ -212,13 +238,21 @@ async def _open_connection(
     ssl_context = context.get(server=False) if context is not None and target.secure else None
 
     async def handshake() -> Tuple[asyncio.Transport, ResponseHeadProtocol, Optional[str]]:
-        transport, protocol = await loop.create_connection(
-            lambda: ResponseHeadProtocol(request),
-            target.host,
-            target.port,
-            ssl=ssl_context,
-            server_hostname=target.host if ssl_context is not None else None,
-        )
+        try:
+            transport, protocol = await loop.create_connection(
+                lambda: ResponseHeadProtocol(request, over_tls=ssl_context is not None),
+                target.host,
+                target.port,
+                ssl=ssl_context,
+                server_hostname=target.host if ssl_context is not None else None,
+            )
+        except ssl.SSLError as error:
+            if error.reason in _NOT_TLS_REASONS:
+                raise HandshakeError(
+                    f"the server did not answer the TLS handshake with TLS ({error.reason}): "
+                    "it probably does not speak TLS, so connect with ws:// instead of wss://"
+                ) from error
+            raise
         try:
             head = await protocol.head
             subprotocol = check_response(head, key, offer)
@@ -241,23 +275,24 @@ async def _open_connection(
         ) from None
 
     client = WebSocketClient(is_client=True, options=options, subprotocol=subprotocol)
-    transport.set_protocol(client)
-    client.connection_made(transport)
-    if head_protocol.reading_paused:
-        # Resume first: the early data may fill the queue and pause reading again.
-        transport.resume_reading()
-    if head_protocol.leftover:
-        client._receive_early_data(bytes(head_protocol.leftover))
+    hand_over(
+        transport,
+        client,
+        bytes(head_protocol.leftover),
+        reading_paused=head_protocol.reading_paused,
+        writing_paused=False,
+    )
     return client
 
 
 class WebSocketServer:
     """What ``serve`` and ``route`` yield: the endpoint and its open connections."""
 
-    def __init__(self, router: http.HTTPRouter, path: str) -> None:
+    def __init__(self, router: http.HTTPRouter, path: str, clients: Set[WebSocketClient]) -> None:
         self.router = router
         self.path = path
-        self._clients: Set[WebSocketClient] = set()
+        self._clients = clients
+        self._ended = False
 
     @property
     def clients(self) -> FrozenSet[WebSocketClient]:
@@ -266,6 +301,11 @@ class WebSocketServer:
 
     def local_address(self) -> Tuple[str, int]:
         """The address the server is bound to (for a router that belongs to a server)."""
+        if self._ended:
+            raise RuntimeError(
+                "the server's `async with` block has ended, so it is no longer listening: "
+                "read local_address() inside the block"
+            )
         return self.router.local_address()
 
 
@@ -278,8 +318,10 @@ async def serve(
     *,
     path: str = "/",
     protocol: Optional[str] = None,
+    origins: Optional[Sequence[Optional[str]]] = None,
+    process_request: Optional[RequestHook] = None,
     disconnect_timeout: Optional[float] = None,
-    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    handshake_timeout: Optional[float] = DEFAULT_HANDSHAKE_TIMEOUT,
     max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE,
     max_queue: Optional[int] = DEFAULT_MAX_QUEUE,
     write_limit: int = DEFAULT_WRITE_LIMIT,
@@ -294,13 +336,29 @@ async def serve(
     interface; port 0 lets the operating system choose (read it from
     ``server.local_address()``). ``context`` secures the server with TLS.
     Each accepted connection is given to ``handler``, an ``async`` function
-    taking the ``WebSocketClient``. When ``handler`` returns, the closing
+    taking the ``WebSocketClient`` (a handler that certainly cannot work, such
+    as a plain ``def`` or one with other parameters, raises ``TypeError`` here). When ``handler`` returns, the closing
     handshake starts (code 1000), bounded by ``disconnect_timeout``; if it
     raises, the exception is logged and the code is 1011.
 
     ``protocol`` is the subprotocol the server speaks: clients that do not
     offer it are refused with 400. ``handshake_timeout`` bounds the time a
-    client may take to send its upgrade request. At the end of the
+    client may take to send its upgrade request.
+
+    Before the upgrade, two checks may refuse a request, so that the handler
+    never runs for it. ``origins`` lists the ``Origin`` values allowed
+    (``"https://game.example"``; ``None`` in the list allows requests
+    without an Origin header, i.e. clients other than browsers); any other
+    origin gets 403. Scheme and host compare case-insensitively and a
+    default port may be written or not (RFC 6454). Browsers always send
+    their page's origin, so a browser-facing server should set this: without
+    it any web page can open connections with its visitors' cookies. Then
+    ``process_request(request)``, a function or an ``async`` function of the
+    ``anynet.http.HTTPRequest``, may return an ``anynet.http.HTTPResponse``
+    to send instead of the upgrade (its status, headers and body; e.g. 401
+    for a missing token, 503 during maintenance), or ``None`` to go on. If it
+    raises or returns anything else, the client gets 500 and the error is
+    logged. At the end of the
     ``async with`` block, open connections are closed with 1001 (going
     away), within ``disconnect_timeout``.
 
@@ -310,13 +368,9 @@ async def serve(
     port) and ``backlog`` are passed to the HTTP server.
     """
     # Every argument is checked before the server starts listening.
-    _check_handler(handler)
     _check_context(context)
-    _check_protocol(protocol)
-    options = connection_options(
-        max_message_size, max_queue, write_limit, disconnect_timeout, ping_interval, ping_timeout
-    )
-    head_timeout = positive_seconds("handshake_timeout", handshake_timeout)
+    endpoint = _endpoint(handler, locals())
+    head_timeout = handshake_seconds(handshake_timeout)
     async with http.serve_router(
         host,
         port,
@@ -325,7 +379,7 @@ async def serve(
         reuse_port=reuse_port,
         backlog=backlog,
     ) as router:
-        async with _route(handler, router, path, protocol, options) as server:
+        async with _route(router, path, endpoint) as server:
             yield server
 
 
@@ -336,6 +390,8 @@ async def route(
     path: str,
     *,
     protocol: Optional[str] = None,
+    origins: Optional[Sequence[Optional[str]]] = None,
+    process_request: Optional[RequestHook] = None,
     disconnect_timeout: Optional[float] = None,
     max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE,
     max_queue: Optional[int] = DEFAULT_MAX_QUEUE,
@@ -347,35 +403,39 @@ async def route(
 
     The route is an ordinary HTTP route whose response upgrades the
     connection; other routes of the router keep answering plain HTTP.
-    ``handler``, ``protocol`` and the limits are as for ``serve``; the
-    handler's ``client.request`` is the HTTP request of the handshake. At the
+    ``handler``, ``protocol``, ``origins``, ``process_request`` and the
+    limits are as for ``serve``; the handler's ``client.request`` is the HTTP
+    request of the handshake. At the
     end of the ``async with`` block the route is removed and open
     connections are closed with 1001 (going away), within
     ``disconnect_timeout``.
     """
-    _check_handler(handler)
-    _check_protocol(protocol)
-    options = connection_options(
-        max_message_size, max_queue, write_limit, disconnect_timeout, ping_interval, ping_timeout
-    )
-    async with _route(handler, router, path, protocol, options) as server:
+    endpoint = _endpoint(handler, locals())
+    async with _route(router, path, endpoint) as server:
         yield server
+
+
+def _endpoint(handler: Handler, arguments: Mapping[str, Any]) -> _Endpoint:
+    """The endpoint of ``serve``/``route``, from their arguments (``locals()``)."""
+    check_handler(handler)
+    protocol = arguments["protocol"]
+    _check_protocol(protocol)
+    hook = arguments["process_request"]
+    check_request_hook(hook)
+    admission = Admission(allowed_origins(arguments["origins"]), hook)
+    return _Endpoint(handler, protocol, admission, connection_options_from(arguments))
 
 
 @contextlib.asynccontextmanager
 async def _route(
-    handler: Handler,
-    router: http.HTTPRouter,
-    path: str,
-    protocol: Optional[str],
-    options: ConnectionOptions,
+    router: http.HTTPRouter, path: str, endpoint: _Endpoint
 ) -> AsyncIterator[WebSocketServer]:
-    server = WebSocketServer(router, path)
-    endpoint = _Endpoint(handler, protocol, options, server._clients)
+    server = WebSocketServer(router, path, endpoint.clients)
     try:
         with router.route(path, endpoint.answer):
             yield server
     finally:
+        server._ended = True
         await endpoint.close_all()
 
 
@@ -386,15 +446,19 @@ class _Endpoint:
         self,
         handler: Handler,
         protocol: Optional[str],
+        admission: Admission,
         options: ConnectionOptions,
-        clients: Set[WebSocketClient],
     ) -> None:
         self._handler = handler
         self._protocol = protocol
+        self._admission = admission
         self._options = options
-        self._clients = clients
+        self.clients: Set[WebSocketClient] = set()
 
     async def answer(self, client: http.HTTPConnection, request: http.HTTPRequest) -> http.HTTPResponse:
+        refusal = await self._admission.refusal(request)
+        if refusal is not None:
+            return refusal
         verdict = check_request(request.method, request.version, request.headers, self._protocol)
         response = http.HTTPResponse(verdict.status)
         for name, value in verdict.headers:
@@ -419,11 +483,21 @@ class _Endpoint:
         except ConnectionResetError:
             logger.debug("client left before the WebSocket upgrade on %s", request.path)
             return
-        self._clients.add(connection)
+        self.clients.add(connection)
         try:
             code = CLOSE_NORMAL
             try:
-                await self._handler(connection)
+                running = self._handler(connection)
+                if inspect.isawaitable(running):
+                    await running
+                else:
+                    logger.error(
+                        "the WebSocket handler %r returned %r, not an awaitable; "
+                        "a handler is an `async def handler(client)`",
+                        self._handler,
+                        running,
+                    )
+                    code = CLOSE_INTERNAL_ERROR
             except ConnectionClosed:
                 pass  # the usual way a handler learns that its peer left
             except Exception:
@@ -435,20 +509,15 @@ class _Endpoint:
             connection._close_now(CLOSE_GOING_AWAY, "")
             raise
         finally:
-            self._clients.discard(connection)
+            self.clients.discard(connection)
 
     async def close_all(self) -> None:
-        connections = list(self._clients)
+        connections = list(self.clients)
         if connections:
             await asyncio.gather(
                 *(connection.disconnect(CLOSE_GOING_AWAY) for connection in connections),
                 return_exceptions=True,
             )
-
-
-def _check_handler(handler: Handler) -> None:
-    if not callable(handler):
-        raise TypeError(f"the handler must be an async function, not {type(handler).__name__}")
 
 
 def _check_protocol(protocol: Optional[str]) -> None:
@@ -466,4 +535,4 @@ def _check_context(context: Optional[tls.TLSContext]) -> None:
 if __name__ == "__main__":
     from anynet._cli import main
 
-    raise SystemExit(main())
+    raise SystemExit(main(prog="python -m anynet.websocket"))

@@ -3,12 +3,14 @@
 import asyncio
 import os
 import re
+import shutil
 import sys
 
 import pytest
 
 import anynet
 from anynet import websocket
+from conftest import EXTENSIONS_DISABLED
 
 # The subprocess must import the same anynet as this test process (the
 # installed one in CI, the source tree in development), so it runs from there.
@@ -142,3 +144,34 @@ async def test_connect_reports_an_abnormal_close_with_its_code():
     assert code == 0, err
     assert "connection closed: 1009" in err
     assert "Traceback" not in err
+
+
+async def test_a_checkout_shadowing_the_compiled_core_is_pointed_out(tmp_path):
+    # A source tree without the extension in the current directory, the
+    # package with the compiled core (when built) further along sys.path.
+    shutil.copytree(
+        os.path.join(PACKAGE_PARENT, "anynet"), tmp_path / "anynet", ignore=shutil.ignore_patterns("*.so", "*.pyd")
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "anynet.websocket",
+        "bench",
+        "--clients",
+        "1",
+        "--messages",
+        "10",
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": PACKAGE_PARENT},
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    code, out, err = await finish(process)
+    assert code == 0, err
+    assert "python core" in out
+    if EXTENSIONS_DISABLED:
+        assert "note:" not in err  # the pure-Python core was asked for
+    else:
+        assert "running the pure-Python core, because the anynet in" in err
+        assert f"the installed one in {PACKAGE_PARENT}, which has the compiled core" in err

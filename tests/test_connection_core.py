@@ -19,7 +19,7 @@ ASYNC_METHODS = ("send", "send_text", "recv", "recv_text", "recv_message", "__an
 
 
 # Helpers that the compiled core keeps as C functions, invisible from Python.
-C_ONLY = {"_receiver", "_next_message"}
+C_ONLY = {"_receiver", "_next_message", "_refuse_hopeless_wait"}
 
 
 def own_names(cls):

@@ -572,7 +572,7 @@ async def test_server_argument_checks():
         async with websocket.serve(echo, "127.0.0.1", 0, handshake_timeout=0):
             pass
     with pytest.raises(TypeError):
-        async with websocket.serve(echo, "127.0.0.1", 0, handshake_timeout=None):
+        async with websocket.serve(echo, "127.0.0.1", 0, handshake_timeout="10"):
             pass
     with pytest.raises(ValueError):
         async with http.serve_router("127.0.0.1", 0) as router:

@@ -436,7 +436,7 @@ async def test_the_handshake_stops_reading_when_early_data_outgrows_a_response_h
     port = server.sockets[0].getsockname()[1]
     loop = asyncio.get_running_loop()
     transport, protocol = await loop.create_connection(
-        lambda: ResponseHeadProtocol(build_request(target, key, (), ())), "127.0.0.1", port
+        lambda: ResponseHeadProtocol(build_request(target, key, (), ()), over_tls=False), "127.0.0.1", port
     )
     try:
         assert (await asyncio.wait_for(protocol.head, TIMEOUT)).status == 101

@@ -295,3 +295,53 @@ async def test_masked_frame_from_a_server_fails_the_client_with_1002():
         assert opcode == 0x8 and struct.unpack("!H", payload[:2])[0] == 1002
     finally:
         server.close()
+
+
+# -- receiving by type with the queue full of the other type -------------------
+
+
+async def serve_messages(messages, **options):
+    """A server that sends ``messages`` and then waits for the client to leave."""
+
+    async def send_all(client):
+        for message in messages:
+            if isinstance(message, str):
+                await client.send_text(message)
+            else:
+                await client.send(message)
+        with pytest.raises(websocket.ConnectionClosed):
+            await client.recv_message()
+
+    return websocket.serve(send_all, "127.0.0.1", 0, ping_interval=None, **options)
+
+
+@pytest.mark.parametrize(
+    "receive, other, wanted_class",
+    [("recv", "text", bytes), ("recv_text", b"binary", str)],
+)
+async def test_a_receive_waiting_for_a_type_the_full_queue_blocks_raises(receive, other, wanted_class):
+    max_queue = 4
+    queued = [other + (b"%d" if isinstance(other, bytes) else "%d") % n for n in range(2 * max_queue)]
+    async with await serve_messages(queued) as server:
+        async with websocket.connect(url_of(server), max_queue=max_queue, ping_interval=None) as client:
+            # Waiting before the messages arrive, and called again after.
+            for _ in range(2):
+                with pytest.raises(websocket.MessageTypeError) as caught:
+                    await asyncio.wait_for(getattr(client, receive)(), TIMEOUT)
+                assert caught.value.wanted is wanted_class
+                assert caught.value.queued >= max_queue
+                assert "recv_message()" in str(caught.value)
+            # Nothing was lost, and reading resumes as the queue is read.
+            received = [await asyncio.wait_for(client.recv_message(), TIMEOUT) for _ in queued]
+            assert received == queued
+            await client.disconnect()
+
+
+async def test_a_receive_waits_while_the_queue_has_room():
+    max_queue = 4
+    messages = ["t1", "t2", "t3", b"b1"]  # the binary message makes the queue full
+    async with await serve_messages(messages) as server:
+        async with websocket.connect(url_of(server), max_queue=max_queue, ping_interval=None) as client:
+            assert await asyncio.wait_for(client.recv(), TIMEOUT) == b"b1"
+            assert [await client.recv_text() for _ in range(3)] == ["t1", "t2", "t3"]
+            await client.disconnect()
