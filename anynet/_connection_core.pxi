@@ -36,6 +36,8 @@ cdef class ConnectionCore:
     cdef public object _loop
     cdef public FrameReader _reader
     cdef public FrameWriter _writer
+    cdef public object _deflater
+    cdef public Py_ssize_t _compress_min
     cdef public object _transport
     cdef public bint _transport_lost
     cdef public object _state
@@ -52,10 +54,13 @@ cdef class ConnectionCore:
     cdef public Py_ssize_t _write_limit
     cdef public bint _writing_paused
 
-    def __init__(self, FrameReader reader not None, FrameWriter writer not None, options):
+    def __init__(self, FrameReader reader not None, FrameWriter writer not None, options,
+                 deflater=None, Py_ssize_t compress_min=0):
         self._loop = get_running_loop()
         self._reader = reader
         self._writer = writer
+        self._deflater = deflater
+        self._compress_min = PY_SSIZE_T_MAX if deflater is None else compress_min
         self._state = _OPEN
         self._receiving = True
         self._receivers = []
@@ -71,8 +76,12 @@ cdef class ConnectionCore:
     # ------------------------------------------------------------------
     # Sending
 
-    async def send(self, data):
-        """Send a binary message. Waits while the send buffer is over ``write_limit``."""
+    async def send(self, data, *, bint compress=True):
+        """Send a binary message. Waits while the send buffer is over ``write_limit``.
+
+        With permessage-deflate negotiated, ``compress=False`` sends this one
+        message uncompressed (e.g. data that is compressed already).
+        """
         cls = type(data)
         if cls is not bytes and not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"send() takes bytes, not {cls.__name__}; use send_text() for str")
@@ -80,13 +89,18 @@ cdef class ConnectionCore:
             raise self._closed_exception()
         if self._writing_paused:
             await self._wait_for_writing()
-        if (cls is bytes or cls is bytearray) and len(data) >= _LARGE_PAYLOAD:
+        if len(data) >= self._compress_min and compress:
+            self._send_frame(self._compressed_frame(_BINARY, data))
+        elif (cls is bytes or cls is bytearray) and len(data) >= _LARGE_PAYLOAD:
             self._write_large(OP_BINARY, data)
         else:
             self._send_frame(self._writer._encode(_BINARY, data, True))
 
-    async def send_text(self, data):
-        """Send a text message. Waits while the send buffer is over ``write_limit``."""
+    async def send_text(self, data, *, bint compress=True):
+        """Send a text message. Waits while the send buffer is over ``write_limit``.
+
+        ``compress`` as for ``send``.
+        """
         if type(data) is not str and not isinstance(data, str):
             raise TypeError(
                 f"send_text() takes str, not {type(data).__name__}; use send() for bytes"
@@ -95,7 +109,13 @@ cdef class ConnectionCore:
             raise self._closed_exception()
         if self._writing_paused:
             await self._wait_for_writing()
-        self._send_frame(self._writer._encode(_TEXT, data, True))
+        if len(data) >= self._compress_min and compress:
+            self._send_frame(self._compressed_frame(_TEXT, data))
+        else:
+            self._send_frame(self._writer._encode(_TEXT, data, True))
+
+    cpdef bytes _compressed_frame(self, int opcode, data):
+        return self._writer.encode(opcode, self._deflater.compress(data), True, True)
 
     def _write(self, bytes data):
         self._send_frame(data)

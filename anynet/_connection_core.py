@@ -22,6 +22,7 @@ from anynet._events import OP_BINARY, OP_TEXT
 from anynet._ws_errors import ConnectionClosed, ConnectionClosedOK, MessageTypeError
 
 if TYPE_CHECKING:
+    from anynet._deflate import Deflater
     from anynet._events import ProtocolError
     from anynet._framing import FrameReader, FrameWriter
     from anynet._ws_options import ConnectionOptions
@@ -46,6 +47,8 @@ class ConnectionCore:
         "_reader",
         "get_buffer",
         "_writer",
+        "_deflater",
+        "_compress_min",
         "_transport",
         "_transport_lost",
         "_state",
@@ -72,7 +75,12 @@ class ConnectionCore:
         def _write_large(self, opcode: int, payload: Union[bytes, bytearray]) -> None: ...
 
     def __init__(
-        self, reader: FrameReader, writer: FrameWriter, options: ConnectionOptions
+        self,
+        reader: FrameReader,
+        writer: FrameWriter,
+        options: ConnectionOptions,
+        deflater: Optional[Deflater] = None,
+        compress_min: int = 0,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._reader = reader
@@ -82,6 +90,10 @@ class ConnectionCore:
         # called from a method, it costs no Python frame per read.
         self.get_buffer = reader.get_buffer
         self._writer = writer
+        # permessage-deflate, when negotiated: messages from _compress_min
+        # bytes (characters) on are compressed.
+        self._deflater = deflater
+        self._compress_min = sys.maxsize if deflater is None else compress_min
         self._transport: Optional[asyncio.Transport] = None
         self._transport_lost = False
         self._state = OPEN
@@ -103,8 +115,12 @@ class ConnectionCore:
     # ------------------------------------------------------------------
     # Sending
 
-    async def send(self, data: bytes) -> None:
-        """Send a binary message. Waits while the send buffer is over ``write_limit``."""
+    async def send(self, data: bytes, *, compress: bool = True) -> None:
+        """Send a binary message. Waits while the send buffer is over ``write_limit``.
+
+        With permessage-deflate negotiated, ``compress=False`` sends this one
+        message uncompressed (e.g. data that is compressed already).
+        """
         # The argument first: a wrong type is our user's bug, open or not.
         cls: type = data.__class__
         if cls is not bytes and not isinstance(data, (bytes, bytearray, memoryview)):
@@ -113,13 +129,18 @@ class ConnectionCore:
             raise self._closed_exception()
         if self._writing_paused:
             await self._wait_for_writing()
-        if (cls is bytes or cls is bytearray) and len(data) >= LARGE_PAYLOAD_SIZE:
+        if len(data) >= self._compress_min and compress:
+            self._write(self._compressed_frame(OP_BINARY, data))
+        elif (cls is bytes or cls is bytearray) and len(data) >= LARGE_PAYLOAD_SIZE:
             self._write_large(OP_BINARY, data)
         else:
             self._write(self._writer.encode(OP_BINARY, data))
 
-    async def send_text(self, data: str) -> None:
-        """Send a text message. Waits while the send buffer is over ``write_limit``."""
+    async def send_text(self, data: str, *, compress: bool = True) -> None:
+        """Send a text message. Waits while the send buffer is over ``write_limit``.
+
+        ``compress`` as for ``send``.
+        """
         if data.__class__ is not str and not isinstance(data, str):
             raise TypeError(
                 f"send_text() takes str, not {type(data).__name__}; use send() for bytes"
@@ -128,7 +149,14 @@ class ConnectionCore:
             raise self._closed_exception()
         if self._writing_paused:
             await self._wait_for_writing()
-        self._write(self._writer.encode(OP_TEXT, data))
+        if len(data) >= self._compress_min and compress:
+            self._write(self._compressed_frame(OP_TEXT, data))
+        else:
+            self._write(self._writer.encode(OP_TEXT, data))
+
+    def _compressed_frame(self, opcode: int, data: Union[bytes, bytearray, memoryview, str]) -> bytes:
+        assert self._deflater is not None
+        return self._writer.encode(opcode, self._deflater.compress(data), True, True)
 
     def _write(self, data: bytes) -> None:
         pending = self._pending

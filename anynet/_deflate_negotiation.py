@@ -28,8 +28,8 @@ from typing import Iterable, List, NamedTuple, Optional, Tuple
 __all__ = [
     "EXTENSION_NAME",
     "DeflateParameters",
-    "DeflateSettings",
     "NegotiationError",
+    "PerMessageDeflate",
     "check_server_answer",
     "client_offer",
     "parse_extensions",
@@ -112,8 +112,10 @@ class DeflateParameters(NamedTuple):
         return self.compressor(not is_client)
 
 
-class DeflateSettings(NamedTuple):
-    """What one side asks for and accepts, in the terms of RFC 7692.
+class PerMessageDeflate(NamedTuple):
+    """permessage-deflate for the ``compression`` option of ``connect``,
+    ``serve`` and ``route``: what one side asks for and accepts, in the
+    terms of RFC 7692, and how it compresses.
 
     For a client, the offer: the server is asked to reset its context
     (``server_no_context_takeover``) or to use at most
@@ -128,35 +130,47 @@ class DeflateSettings(NamedTuple):
     ``client_no_context_takeover``, and to use at most
     ``client_max_window_bits`` when the offer lets it ask. A client's
     stricter demands are always honoured.
+
+    Either side compresses at zlib's ``level`` (1, the fastest, by default)
+    and sends messages shorter than ``min_size`` bytes (characters, for
+    text) uncompressed: deflate makes very short messages longer.
     """
 
     server_no_context_takeover: bool = False
     client_no_context_takeover: bool = False
     server_max_window_bits: int = MAX_WINDOW_BITS
     client_max_window_bits: int = MAX_WINDOW_BITS
+    level: int = 1
+    min_size: int = 64
 
 
-def check_settings(settings: DeflateSettings) -> DeflateSettings:
+def check_settings(settings: PerMessageDeflate) -> PerMessageDeflate:
     """``settings`` if every field is valid; ``TypeError``/``ValueError`` otherwise."""
     for name in ("server_no_context_takeover", "client_no_context_takeover"):
         if not isinstance(getattr(settings, name), bool):
             raise TypeError(f"{name} must be True or False, not {getattr(settings, name)!r}")
-    for name in ("server_max_window_bits", "client_max_window_bits"):
-        bits = getattr(settings, name)
-        if isinstance(bits, bool) or not isinstance(bits, int):
-            raise TypeError(f"{name} must be an int, not {type(bits).__name__}")
-        if not MIN_WINDOW_BITS <= bits <= MAX_WINDOW_BITS:
-            raise ValueError(f"{name} must be from 8 to 15, not {bits}")
+    for name, low, high in (
+        ("server_max_window_bits", MIN_WINDOW_BITS, MAX_WINDOW_BITS),
+        ("client_max_window_bits", MIN_WINDOW_BITS, MAX_WINDOW_BITS),
+        ("level", -1, 9),
+        ("min_size", 0, None),
+    ):
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+        if value < low or (high is not None and value > high):
+            bounds = f"from {low} to {high}" if high is not None else f"{low} or more"
+            raise ValueError(f"{name} must be {bounds}, not {value}")
     return settings
 
 
-def client_offer(offers: Iterable[DeflateSettings]) -> str:
+def client_offer(offers: Iterable[PerMessageDeflate]) -> str:
     """The Sec-WebSocket-Extensions value offering each of ``offers``, the
     preferred first (a server takes the first it accepts)."""
     return ", ".join(_render_offer(offer) for offer in offers)
 
 
-def _render_offer(offer: DeflateSettings) -> str:
+def _render_offer(offer: PerMessageDeflate) -> str:
     parts = [EXTENSION_NAME]
     if offer.server_no_context_takeover:
         parts.append("server_no_context_takeover")
@@ -217,7 +231,7 @@ def _read_parameters(parameters: Parameters, *, answer: bool) -> _Offer:
 
 
 def server_answer(
-    request_value: Optional[str], settings: DeflateSettings
+    request_value: Optional[str], settings: PerMessageDeflate
 ) -> Optional[Tuple[str, DeflateParameters]]:
     """The server's choice among a request's offers: the Sec-WebSocket-Extensions
     value to answer with and the agreed parameters, or None to decline them all
@@ -239,7 +253,7 @@ def server_answer(
     return None
 
 
-def _accept(offer: _Offer, settings: DeflateSettings) -> Tuple[str, DeflateParameters]:
+def _accept(offer: _Offer, settings: PerMessageDeflate) -> Tuple[str, DeflateParameters]:
     server_bits = settings.server_max_window_bits
     if offer.server_max_window_bits is not None:
         server_bits = min(server_bits, offer.server_max_window_bits)
@@ -268,7 +282,7 @@ def _accept(offer: _Offer, settings: DeflateSettings) -> Tuple[str, DeflateParam
 
 
 def check_server_answer(
-    response_value: Optional[str], offers: List[DeflateSettings]
+    response_value: Optional[str], offers: List[PerMessageDeflate]
 ) -> Optional[DeflateParameters]:
     """The parameters a server's answer agrees on, or None if it declined
     (no Sec-WebSocket-Extensions). ``NegotiationError`` if the answer is not
@@ -306,7 +320,7 @@ def check_server_answer(
     raise NegotiationError(f"the server's permessage-deflate parameters do not match our offer: {problems[0]}")
 
 
-def _answer_problem(answer: _Offer, offer: DeflateSettings) -> Optional[str]:
+def _answer_problem(answer: _Offer, offer: PerMessageDeflate) -> Optional[str]:
     """Why ``answer`` cannot answer ``offer``, or None if it can."""
     if offer.server_no_context_takeover and not answer.server_no_context_takeover:
         return "server_no_context_takeover was requested but not confirmed"

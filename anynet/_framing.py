@@ -16,7 +16,7 @@ from __future__ import annotations
 import codecs
 import os
 import struct
-from typing import Callable, List, Optional, Union, cast
+from typing import TYPE_CHECKING, Callable, List, Optional, Union, cast
 
 from anynet._events import (
     OP_BINARY,
@@ -30,6 +30,9 @@ from anynet._events import (
     Pong,
     ProtocolError,
 )
+
+if TYPE_CHECKING:
+    from anynet._deflate import Inflater
 
 __all__ = ["FrameReader", "FrameWriter", "Utf8Validator", "apply_mask", "validate_utf8"]
 
@@ -196,6 +199,12 @@ class FrameReader:
     fragments); ``None`` means unlimited. A frame that would exceed it is
     refused from its header, before its payload is buffered.
 
+    ``inflater`` (an ``anynet._deflate.Inflater``) is given when the
+    handshake agreed on permessage-deflate: a message whose first frame has
+    RSV1 set is then compressed; it is gathered whole and inflated, within
+    ``max_message_size`` again, when its last frame arrives. Without it,
+    RSV1 is a protocol error like the other reserved bits.
+
     Feed it with ``feed(data)``, or read straight into its buffer with
     ``get_buffer()`` / ``buffer_updated()`` from an ``asyncio.BufferedProtocol``.
     Both return the events of every frame completed by the new bytes; see
@@ -217,11 +226,18 @@ class FrameReader:
         "_message_size",
         "_fragments",
         "_decoder",
+        "_inflater",
+        "_compressed",
         "failed",
         "closed",
     )
 
-    def __init__(self, is_client: bool, max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+    def __init__(
+        self,
+        is_client: bool,
+        max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE,
+        inflater: Optional[Inflater] = None,
+    ) -> None:
         if max_message_size is not None:
             if not isinstance(max_message_size, int):
                 raise TypeError(f"max_message_size must be an int or None, not {type(max_message_size).__name__}")
@@ -250,6 +266,10 @@ class FrameReader:
         self._message_size = 0
         self._fragments: List[Union[bytes, str]] = []
         self._decoder = _utf8_decoder()
+        self._inflater = inflater
+        # Whether the message in progress is compressed (its first frame had
+        # RSV1): its fragments are gathered as they are, not decoded.
+        self._compressed = False
         #: A ProtocolError was reported; further input is ignored.
         self.failed = False
         #: A Close was reported, or ``stop()`` called; further input is ignored.
@@ -389,7 +409,12 @@ class FrameReader:
             opcode = first & 0x0F
             fin = first & 0x80
             if first & 0x70:
-                return self._fail(events, 1002, "reserved bits set without an extension")
+                if first & 0x70 != 0x40 or self._inflater is None:
+                    return self._fail(events, 1002, "reserved bits set without an extension")
+                if opcode == OP_CONTINUATION or opcode >= OP_CLOSE:
+                    # RFC 7692 section 6.1: only a message's first frame says
+                    # whether the message is compressed.
+                    return self._fail(events, 1002, "RSV1 set on a control or continuation frame")
             if opcode >= OP_CLOSE:
                 if opcode > OP_PONG:
                     return self._fail(events, 1002, "unknown opcode")
@@ -447,6 +472,15 @@ class FrameReader:
                     events.append(Pong(bytes(payload)))
                 else:
                     return self._close(events, payload)
+            elif first & 0x40:
+                if fin:
+                    if not self._inflate(events, opcode, payload):
+                        return 0
+                else:
+                    self._compressed = True
+                    self._message_opcode = opcode
+                    self._message_size = len(payload)
+                    self._fragments.append(bytes(payload))
             elif fin and not self._message_opcode:
                 if opcode == OP_TEXT:
                     try:
@@ -458,12 +492,32 @@ class FrameReader:
             elif not self._fragment(events, opcode, payload, fin):
                 return 0
 
+    def _inflate(self, events: List[Event], opcode: int, payload: Buffer) -> bool:
+        """Report the compressed message ``payload``; False after a violation."""
+        assert self._inflater is not None
+        try:
+            events.append(self._inflater.decompress(payload, opcode == OP_TEXT))
+        except ProtocolError as error:
+            self._fail(events, error.code, error.reason)
+            return False
+        return True
+
     def _fragment(self, events: List[Event], opcode: int, payload: Buffer, fin: int) -> bool:
         """Add one fragment of a fragmented message; False after a violation."""
         if opcode:
             self._message_opcode = opcode
         self._message_size += len(payload)
-        if self._message_opcode == OP_TEXT:
+        if self._compressed:
+            self._fragments.append(bytes(payload))
+            if fin:
+                compressed = b"".join(cast(List[bytes], self._fragments))
+                opcode = self._message_opcode
+                self._message_opcode = 0
+                self._message_size = 0
+                self._fragments = []
+                self._compressed = False
+                return self._inflate(events, opcode, compressed)
+        elif self._message_opcode == OP_TEXT:
             try:
                 # Decoding each fragment validates it at once: a bad message
                 # fails on its first bad fragment, not when it ends.
@@ -487,7 +541,7 @@ class FrameReader:
         """Decode the payload bytes that arrived since the last call of the
         incomplete frame at ``_start``, if it carries text: a text message
         fails on its first invalid byte, even in the middle of a frame."""
-        if not self._frame_size:
+        if not self._frame_size or self._frame_first & 0x40 or self._compressed:
             return
         opcode = self._frame_first & 0x0F
         if opcode != OP_TEXT and not (opcode == OP_CONTINUATION and self._message_opcode == OP_TEXT):
@@ -562,8 +616,10 @@ def _check_frame(opcode: int, length: int, fin: bool) -> None:
         raise ValueError(f"unknown opcode {opcode}")
 
 
-def _header(opcode: int, length: int, fin: bool, mask_bit: int) -> bytes:
+def _header(opcode: int, length: int, fin: bool, mask_bit: int, rsv1: bool = False) -> bytes:
     first = opcode | 0x80 if fin else opcode
+    if rsv1:
+        first |= 0x40
     if length < 126:
         return bytes((first, mask_bit | length))
     if length < 0x10000:
@@ -586,18 +642,23 @@ class FrameWriter:
         self._keys = b""
         self._key_offset = 0
 
-    def encode(self, opcode: int, payload: Union[Buffer, str], fin: bool = True) -> bytes:
-        """One complete frame; a ``str`` payload is encoded as UTF-8."""
+    def encode(self, opcode: int, payload: Union[Buffer, str], fin: bool = True, rsv1: bool = False) -> bytes:
+        """One complete frame; a ``str`` payload is encoded as UTF-8.
+
+        ``rsv1`` marks the first frame of a compressed message (RFC 7692).
+        """
         if isinstance(payload, str):
             payload = payload.encode("utf-8")
         elif not isinstance(payload, (bytes, bytearray)):
             payload = _as_bytes_view(payload)
         length = len(payload)
         _check_frame(opcode, length, fin)
+        if rsv1 and not OP_TEXT <= opcode <= OP_BINARY:
+            raise ValueError("only the first frame of a text or binary message can be compressed")
         if not self._is_client:
-            return _header(opcode, length, fin, 0) + payload
+            return _header(opcode, length, fin, 0, rsv1) + payload
         key = self._next_key()
-        return _header(opcode, length, fin, 0x80) + key + _mask(payload, key)
+        return _header(opcode, length, fin, 0x80, rsv1) + key + _mask(payload, key)
 
     def encode_into(self, buffer: Buffer, opcode: int, payload: Buffer, fin: bool = True) -> int:
         """Encode one frame into the start of the writable ``buffer``; return its length.

@@ -36,6 +36,7 @@ from anynet._events import Close, Ping, Pong, ProtocolError
 
 
 cdef extern from "Python.h":
+    int PyBUF_READ
     int PyBUF_WRITE
     object PyMemoryView_FromMemory(char *mem, Py_ssize_t size, int flags)
     object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
@@ -153,6 +154,12 @@ cdef class FrameReader:
     fragments); ``None`` means unlimited. A frame that would exceed it is
     refused from its header, before its payload is buffered.
 
+    ``inflater`` (an ``anynet._deflate.Inflater``) is given when the
+    handshake agreed on permessage-deflate: a message whose first frame has
+    RSV1 set is then compressed; it is gathered whole and inflated, within
+    ``max_message_size`` again, when its last frame arrives. Without it,
+    RSV1 is a protocol error like the other reserved bits.
+
     Feed it with ``feed(data)``, or read straight into its buffer with
     ``get_buffer()`` / ``buffer_updated()`` from an ``asyncio.BufferedProtocol``.
     Both return the events of every frame completed by the new bytes; see
@@ -191,10 +198,14 @@ cdef class FrameReader:
         Py_ssize_t _message_size
         Py_ssize_t _message_capacity
         int _utf8_state
+        # permessage-deflate, when negotiated, and whether the message in
+        # progress is compressed (its fragments are gathered, not validated).
+        object _inflater
+        bint _compressed
         readonly bint failed
         readonly bint closed
 
-    def __init__(self, is_client, max_message_size=DEFAULT_MAX_MESSAGE_SIZE):
+    def __init__(self, is_client, max_message_size=DEFAULT_MAX_MESSAGE_SIZE, inflater=None):
         if max_message_size is not None:
             if not isinstance(max_message_size, int):
                 raise TypeError(
@@ -206,6 +217,7 @@ cdef class FrameReader:
             # Beyond 2**64 - 1 no message can reach the limit anyway.
             self._limit = max_message_size if max_message_size < UINT64_MAX else UINT64_MAX
         self._masked_bit = 0 if is_client else 0x80
+        self._inflater = inflater
 
     def __dealloc__(self):
         PyMem_Free(self._buffer)
@@ -431,6 +443,7 @@ cdef class FrameReader:
         self._message_opcode = 0
         self._message_size = self._message_capacity = 0
         self._utf8_state = ANYNET_UTF8_ACCEPT
+        self._compressed = False
 
     cdef Py_ssize_t _fail(self, list events, int code, str reason) except -1:
         events.append(_ProtocolError(code, reason))
@@ -459,7 +472,10 @@ cdef class FrameReader:
             opcode = first & 0x0F
             fin = first & 0x80
             if first & 0x70:
-                return self._fail(events, 1002, "reserved bits set without an extension")
+                if first & 0x70 != 0x40 or self._inflater is None:
+                    return self._fail(events, 1002, "reserved bits set without an extension")
+                if opcode == 0x0 or opcode >= 0x8:
+                    return self._fail(events, 1002, "RSV1 set on a control or continuation frame")
             if opcode >= 0x8:
                 if opcode > 0xA:
                     return self._fail(events, 1002, "unknown opcode")
@@ -515,6 +531,9 @@ cdef class FrameReader:
                     events.append(_Pong(_payload(data + payload_start, size, key)))
                 else:
                     return self._close(events, _payload(data + payload_start, size, key))
+            elif first & 0x40 and fin:
+                if not self._inflate(events, opcode, _payload(data + payload_start, size, key)):
+                    return 0
             elif fin and not self._message_opcode:
                 if opcode == 0x1:
                     message = _text(data + payload_start, size, key)
@@ -523,8 +542,11 @@ cdef class FrameReader:
                     events.append(message)
                 else:
                     events.append(_payload(data + payload_start, size, key))
-            elif not self._fragment(events, opcode, data + payload_start, size, key, fin, 0):
-                return 0
+            else:
+                if first & 0x40:
+                    self._compressed = True
+                if not self._fragment(events, opcode, data + payload_start, size, key, fin, 0):
+                    return 0
 
     cdef int _check_text_prefix(self, list events) except -1:
         """Unmask and validate, in place, the payload bytes that arrived since
@@ -537,6 +559,8 @@ cdef class FrameReader:
         cdef Py_ssize_t arrived, count
         cdef unsigned char key[4]
         if not self._frame_size or not (opcode == 0x1 or (opcode == 0x0 and self._message_opcode == 0x1)):
+            return 0
+        if self._frame_first & 0x40 or self._compressed:
             return 0
         payload = self._buffer + self._start + self._frame_header_size
         arrived = self._end - self._start - self._frame_header_size
@@ -596,8 +620,10 @@ cdef class FrameReader:
         cdef unsigned char *out
         cdef unsigned char rest_key[4]
         cdef object message
+        cdef bint text
         if opcode:
             self._message_opcode = opcode
+        text = self._message_opcode == 0x1 and not self._compressed
         if size:
             if offset + size > self._message_capacity:
                 capacity = max(offset + size, 2 * self._message_capacity)
@@ -614,22 +640,39 @@ cdef class FrameReader:
             else:
                 memcpy(out, src, size)
             self._message_size = offset + size
-            if self._message_opcode == 0x1:
+            if text:
                 # Validating each fragment as it comes: a bad message fails on
                 # its first bad fragment, not when it ends.
                 self._utf8_state = anynet_utf8_validate(self._utf8_state, out + done, size - done)
-        if self._message_opcode == 0x1 and (
+        if text and (
             self._utf8_state == ANYNET_UTF8_REJECT or (fin and self._utf8_state != ANYNET_UTF8_ACCEPT)
         ):
             self._fail(events, 1007, "invalid UTF-8 in a text message")
             return False
+        if fin and self._compressed:
+            message = PyMemoryView_FromMemory(<char *>self._message, self._message_size, PyBUF_READ)
+            opcode = self._message_opcode
+            try:
+                return self._inflate(events, opcode, message)
+            finally:
+                message.release()
+                self._drop_message()
         if fin:
-            if self._message_opcode == 0x1:
+            if text:
                 message = PyUnicode_DecodeUTF8(<const char *>self._message, self._message_size, NULL)
             else:
                 message = PyBytes_FromStringAndSize(<const char *>self._message, self._message_size)
             events.append(message)
             self._drop_message()
+        return True
+
+    cdef bint _inflate(self, list events, unsigned int opcode, object payload) except -1:
+        """Report the compressed message ``payload``; False after a violation."""
+        try:
+            events.append(self._inflater.decompress(payload, opcode == 0x1))
+        except _ProtocolError as error:
+            self._fail(events, error.code, error.reason)
+            return False
         return True
 
     cdef Py_ssize_t _close(self, list events, bytes payload) except -1:
@@ -705,9 +748,20 @@ cdef class FrameWriter:
     def __init__(self, is_client):
         self._is_client = bool(is_client)
 
-    def encode(self, int opcode, payload, bint fin=True):
-        """One complete frame; a ``str`` payload is encoded as UTF-8."""
-        return self._encode(opcode, payload, fin)
+    def encode(self, int opcode, payload, bint fin=True, bint rsv1=False):
+        """One complete frame; a ``str`` payload is encoded as UTF-8.
+
+        ``rsv1`` marks the first frame of a compressed message (RFC 7692).
+        """
+        cdef bytes frame
+        if not rsv1:
+            return self._encode(opcode, payload, fin)
+        if not 0x1 <= opcode <= 0x2:
+            raise ValueError("only the first frame of a text or binary message can be compressed")
+        frame = self._encode(opcode, payload, fin)
+        # A new bytes object that nothing else has seen yet.
+        (<unsigned char *>PyBytes_AS_STRING(frame))[0] |= 0x40
+        return frame
 
     cdef bytes _encode(self, int opcode, payload, bint fin):
         cdef Py_buffer view

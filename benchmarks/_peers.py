@@ -98,7 +98,7 @@ async def anynet_server() -> AsyncIterator[int]:
                 await client.send(await client.recv())
 
     async with websocket.serve(
-        echo, HOST, 0, max_message_size=LARGEST_MESSAGE, ping_interval=None
+        echo, HOST, 0, max_message_size=LARGEST_MESSAGE, ping_interval=None, compression=None
     ) as server:
         yield server.local_address()[1]
 
@@ -297,7 +297,10 @@ class AnynetClient:
     @contextlib.asynccontextmanager
     async def connection(self, port: int) -> AsyncIterator[AsyncAPIConnection]:
         async with self._websocket.connect(
-            f"ws://{HOST}:{port}/", max_message_size=LARGEST_MESSAGE, ping_interval=None
+            f"ws://{HOST}:{port}/",
+            max_message_size=LARGEST_MESSAGE,
+            ping_interval=None,
+            compression=None,
         ) as client:
             yield AsyncAPIConnection(client.send, client.recv)
 

@@ -8,7 +8,7 @@ import pytest
 
 from anynet._deflate_negotiation import (
     DeflateParameters,
-    DeflateSettings,
+    PerMessageDeflate,
     NegotiationError,
     check_server_answer,
     check_settings,
@@ -17,7 +17,7 @@ from anynet._deflate_negotiation import (
     server_answer,
 )
 
-ANY = DeflateSettings()
+ANY = PerMessageDeflate()
 
 
 # ----------------------------------------------------------------------
@@ -51,7 +51,7 @@ def test_parse_refuses_syntax_errors(value: str) -> None:
 # The server's choice
 
 
-def answer(value: str, settings: DeflateSettings = ANY) -> tuple[str, DeflateParameters] | None:
+def answer(value: str, settings: PerMessageDeflate = ANY) -> tuple[str, DeflateParameters] | None:
     return server_answer(value, settings)
 
 
@@ -94,7 +94,7 @@ def test_server_answers_an_offered_window_even_at_15() -> None:
 
 
 def test_server_asks_for_what_its_settings_say() -> None:
-    settings = DeflateSettings(True, True, 11, 10)
+    settings = PerMessageDeflate(True, True, 11, 10)
     assert answer("permessage-deflate; client_max_window_bits", settings) == (
         "permessage-deflate; server_no_context_takeover; client_no_context_takeover;"
         " server_max_window_bits=11; client_max_window_bits=10",
@@ -103,12 +103,12 @@ def test_server_asks_for_what_its_settings_say() -> None:
 
 
 def test_server_cannot_ask_for_a_client_window_the_offer_does_not_allow() -> None:
-    settings = DeflateSettings(client_max_window_bits=10)
+    settings = PerMessageDeflate(client_max_window_bits=10)
     assert answer("permessage-deflate", settings) == ("permessage-deflate", DeflateParameters())
 
 
 def test_the_smaller_of_offer_and_settings_wins() -> None:
-    settings = DeflateSettings(server_max_window_bits=12, client_max_window_bits=12)
+    settings = PerMessageDeflate(server_max_window_bits=12, client_max_window_bits=12)
     offer = "permessage-deflate; server_max_window_bits=13; client_max_window_bits=9"
     assert answer(offer, settings) == (
         "permessage-deflate; server_max_window_bits=12; client_max_window_bits=9",
@@ -189,14 +189,14 @@ def test_client_offers_what_browsers_offer_by_default() -> None:
 
 
 def test_client_offers_every_parameter() -> None:
-    assert client_offer([DeflateSettings(True, True, 10, 9), ANY]) == (
+    assert client_offer([PerMessageDeflate(True, True, 10, 9), ANY]) == (
         "permessage-deflate; server_no_context_takeover; client_no_context_takeover;"
         " server_max_window_bits=10; client_max_window_bits=9,"
         " permessage-deflate; client_max_window_bits"
     )
 
 
-def check(value: str | None, offers: list[DeflateSettings] | None = None) -> DeflateParameters | None:
+def check(value: str | None, offers: list[PerMessageDeflate] | None = None) -> DeflateParameters | None:
     return check_server_answer(value, [ANY] if offers is None else offers)
 
 
@@ -214,7 +214,7 @@ def test_client_reads_every_parameter_of_an_answer() -> None:
 
 
 def test_client_uses_the_window_it_offered_when_the_answer_is_silent() -> None:
-    assert check("permessage-deflate", [DeflateSettings(client_max_window_bits=11)]) == (
+    assert check("permessage-deflate", [PerMessageDeflate(client_max_window_bits=11)]) == (
         DeflateParameters(client_max_window_bits=11)
     )
 
@@ -258,7 +258,7 @@ def test_client_refuses_an_answer_to_an_offer_it_did_not_make() -> None:
 
 
 def test_client_refuses_an_answer_that_breaks_its_offer() -> None:
-    strict = DeflateSettings(server_no_context_takeover=True, server_max_window_bits=10, client_max_window_bits=9)
+    strict = PerMessageDeflate(server_no_context_takeover=True, server_max_window_bits=10, client_max_window_bits=9)
     for value in [
         "permessage-deflate; server_max_window_bits=10",  # takeover not confirmed
         "permessage-deflate; server_no_context_takeover",  # window not answered
@@ -273,7 +273,7 @@ def test_client_refuses_an_answer_that_breaks_its_offer() -> None:
 
 
 def test_client_matches_the_answer_to_a_fallback_offer() -> None:
-    offers = [DeflateSettings(server_no_context_takeover=True), ANY]
+    offers = [PerMessageDeflate(server_no_context_takeover=True), ANY]
     assert check("permessage-deflate", offers) == DeflateParameters()
     assert check("permessage-deflate; server_no_context_takeover", offers) == DeflateParameters(True)
 
@@ -281,7 +281,7 @@ def test_client_matches_the_answer_to_a_fallback_offer() -> None:
 @pytest.mark.parametrize(
     "client, server",
     [
-        (DeflateSettings(*flags, *bits), DeflateSettings(*flags2, *bits2))
+        (PerMessageDeflate(*flags, *bits), PerMessageDeflate(*flags2, *bits2))
         for flags, bits, flags2, bits2 in itertools.product(
             [(False, False), (True, False), (False, True)],
             [(15, 15), (8, 12)],
@@ -290,7 +290,7 @@ def test_client_matches_the_answer_to_a_fallback_offer() -> None:
         )
     ],
 )
-def test_both_sides_agree(client: DeflateSettings, server: DeflateSettings) -> None:
+def test_both_sides_agree(client: PerMessageDeflate, server: PerMessageDeflate) -> None:
     chosen = server_answer(client_offer([client]), server)
     assert chosen is not None
     value, agreed = chosen
@@ -309,10 +309,10 @@ def test_parameters_per_role() -> None:
 
 
 def test_settings_are_checked() -> None:
-    assert check_settings(DeflateSettings(True, False, 8, 15)) == DeflateSettings(True, False, 8, 15)
+    assert check_settings(PerMessageDeflate(True, False, 8, 15)) == PerMessageDeflate(True, False, 8, 15)
     with pytest.raises(ValueError, match="from 8 to 15"):
-        check_settings(DeflateSettings(server_max_window_bits=16))
+        check_settings(PerMessageDeflate(server_max_window_bits=16))
     with pytest.raises(TypeError, match="int"):
-        check_settings(DeflateSettings(client_max_window_bits=True))
+        check_settings(PerMessageDeflate(client_max_window_bits=True))
     with pytest.raises(TypeError, match="True or False"):
-        check_settings(DeflateSettings(server_no_context_takeover=1))  # type: ignore[arg-type]
+        check_settings(PerMessageDeflate(server_no_context_takeover=1))  # type: ignore[arg-type]
