@@ -1,4 +1,6 @@
-"""Builds the optional compiled framing core, ``anynet._speedups``.
+"""Builds the optional extensions: the compiled framing ``anynet._framing_c``
+(from the same source as the pure-Python ``anynet/_framing.py``) and the
+compiled connection core ``anynet._speedups``.
 
 The extension is optional so that anynet installs everywhere:
 
@@ -56,32 +58,36 @@ def _extensions():
         return []
     from Cython.Build import cythonize
 
-    compile_args = [] if sys.platform == "win32" else ["-O3"]
-    extensions = [
-        Extension(
-            "anynet._speedups",
-            sources=["anynet/_speedups.pyx", "src/mask.c", "src/utf8.c"],
+    def extension(name, *sources, libraries=()):
+        return Extension(
+            name,
+            sources=list(sources),
             include_dirs=["src"],
-            extra_compile_args=compile_args,
-        ),
-        # permessage-deflate: anynet/_deflate.py compiled (its C types are in
-        # _deflate_c.pxd), on zlib's C API.
-        Extension(
-            "anynet._deflate_c",
-            sources=["anynet/_deflate.py", "src/deflate.c"],
-            include_dirs=["src"],
-            libraries=["zlib" if sys.platform == "win32" else "z"],
-            extra_compile_args=compile_args,
-        ),
-    ]
+            libraries=list(libraries),
+            # Sizes meet frame lengths (uint64_t) in comparisons where both
+            # are known to be non-negative.
+            extra_compile_args=[] if sys.platform == "win32" else ["-O3", "-Wno-sign-compare"],
+        )
+
+    # The framing and permessage-deflate are one source each for both
+    # builds: the same .py file, compiled under another name, takes its C
+    # types from the .pxd of that name alone (annotations are for the type
+    # checker). Compression calls zlib's C API.
+    zlib = "zlib" if sys.platform == "win32" else "z"
     return cythonize(
-        extensions,
+        [
+            extension("anynet._framing_c", "anynet/_framing.py", "src/mask.c", "src/utf8.c"),
+            extension("anynet._deflate_c", "anynet/_deflate.py", "src/deflate.c", libraries=[zlib]),
+            extension("anynet._speedups", "anynet/_speedups.pyx"),
+        ],
         language_level=3,
         compiler_directives={
             "boundscheck": False,
             "wraparound": False,
             "cdivision": True,
             "initializedcheck": False,
+            "freethreading_compatible": True,
+            "annotation_typing": False,
         },
     )
 

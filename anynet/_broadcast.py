@@ -71,7 +71,11 @@ class BroadcastResult(int):
 
     def __await__(self) -> Generator[Any, None, None]:
         for client in self._clients:
-            yield from client._until_writable().__await__()
+            # Checked here first: most connections are not over the limit,
+            # and a coroutine per connection per message would cost more
+            # than the broadcast.
+            if client._is_over_write_limit():
+                yield from client._until_writable().__await__()
 
     def __repr__(self) -> str:
         return (

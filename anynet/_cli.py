@@ -3,6 +3,7 @@ server, a client and a quick benchmark, for poking at WebSocket endpoints
 from a terminal.
 
     anynet serve --port 8765
+    anynet serve --port 8765 --workers 4 --redis redis://127.0.0.1:6379
     anynet connect ws://127.0.0.1:8765/
     anynet bench --clients 10 --messages 2000
 
@@ -15,16 +16,37 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.machinery
+import logging
+import multiprocessing
 import os
+import queue
 import signal
+import socket
 import sys
 import time
-from typing import Any, Callable, Coroutine, Dict, List, Optional, Sequence
+from typing import (
+    Any,
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Dict,
+    List,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 import anynet
-from anynet import __version__, tls, websocket
+from anynet import __version__, pubsub, tls, websocket
 from anynet._backend import BACKEND, EXTENSIONS_DISABLED
+from anynet._ws_errors import NORMAL_CLOSE_CODES
+from anynet._ws_options import DEFAULT_MAX_MESSAGE_SIZE
+
+log = logging.getLogger("anynet.cli")
 
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = "anynet") -> int:
@@ -76,12 +98,15 @@ def _shadowed_compiled_core() -> Optional[str]:
 def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="anynet WebSocket tools: an echo server, an interactive client, a benchmark.",
+        description="anynet WebSocket tools: an echo server, a client, a benchmark.",
     )
     parser.add_argument("--version", action="version", version=f"anynet {__version__} ({BACKEND} core)")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     loop_choice = argparse.ArgumentParser(add_help=False)
     loop_choice.add_argument("--uvloop", action="store_true", help="run on uvloop instead of the standard event loop")
+    tls_client = argparse.ArgumentParser(add_help=False)
+    tls_client.add_argument("--ca", help="PEM certificate of the authority to trust for wss://")
+    tls_client.add_argument("--insecure", action="store_true", help="do not verify the server's certificate")
 
     serve = commands.add_parser("serve", parents=[loop_choice], help="run an echo server until interrupted")
     serve.set_defaults(command=_serve, command_name="serve")
@@ -90,26 +115,119 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     serve.add_argument("--path", default="/", help="path of the WebSocket endpoint (default /)")
     serve.add_argument("--certificate", help="PEM certificate chain: serve wss:// (needs --key)")
     serve.add_argument("--key", help="PEM private key of --certificate")
+    verbosity = serve.add_mutually_exclusive_group()
+    verbosity.add_argument(
+        "-q",
+        "--quiet",
+        action="store_const",
+        const=logging.WARNING,
+        dest="log_level",
+        help="log only warnings and errors, not each connection",
+    )
+    verbosity.add_argument(
+        "-v",
+        "--verbose",
+        action="store_const",
+        const=logging.DEBUG,
+        dest="log_level",
+        help="log debugging detail too",
+    )
+    serve.set_defaults(log_level=logging.INFO)
+    rooms = serve.add_argument_group(
+        "rooms and workers",
+        "A client that connects with ?room=NAME joins room NAME: what it sends goes to every member "
+        "of the room, itself included, instead of being echoed.",
+    )
+    rooms.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="run N worker processes on the port (reuse_port); rooms span them with --redis (default 1)",
+    )
+    rooms.add_argument(
+        "--redis",
+        metavar="URL",
+        help="share rooms through this Redis (redis://host:port, unix:///path) instead of in-process only",
+    )
+    rooms.add_argument(
+        "--policy",
+        choices=["reliable", "skip"],
+        default="reliable",
+        help="for a member that does not keep up: close it with 1013 past its backlog, or skip it (default reliable)",
+    )
     _add_limit_flags(serve)
 
     connect = commands.add_parser(
-        "connect", parents=[loop_choice], help="send typed lines as text messages, print what arrives"
+        "connect",
+        parents=[loop_choice, tls_client],
+        help="send typed lines (or --send messages) and print what arrives",
+        description="Without --send or --send-file, each line typed is sent as a text message until "
+        "end of input (Ctrl-D). The exit status is 0 after a normal close (1000, 1001, 1005) and 1 "
+        "after any other.",
     )
     connect.set_defaults(command=_connect, command_name="connect")
     connect.add_argument("url", help="for example ws://127.0.0.1:8765/")
-    connect.add_argument("--ca", help="PEM certificate of the authority to trust for wss://")
-    connect.add_argument("--insecure", action="store_true", help="do not verify the server's certificate")
     connect.add_argument("--protocol", action="append", dest="protocols", help="offer this subprotocol (repeatable)")
+    connect.add_argument(
+        "-H",
+        "--header",
+        action="append",
+        dest="headers",
+        type=_header,
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="add this header to the upgrade request (repeatable)",
+    )
+    connect.add_argument(
+        "--binary",
+        action="store_true",
+        help="lines typed and --send values are hex, sent as binary messages; binary messages print in full hex",
+    )
+    connect.add_argument(
+        "--send",
+        action="append",
+        dest="outgoing",
+        type=_Outgoing.text,
+        metavar="MESSAGE",
+        help="send this message instead of reading lines, then close (repeatable)",
+    )
+    connect.add_argument(
+        "--send-file",
+        action="append",
+        dest="outgoing",
+        type=_Outgoing.file,
+        metavar="PATH",
+        help="send the bytes of this file (- for standard input) as one binary message, then close (repeatable)",
+    )
+    connect.add_argument(
+        "--replies",
+        type=_not_negative,
+        default=1,
+        metavar="N",
+        help="with --send or --send-file: messages to wait for and print before closing (default 1)",
+    )
     _add_limit_flags(connect)
 
     bench = commands.add_parser(
-        "bench", parents=[loop_choice], help="echo messages through a loopback server and report the speed"
+        "bench",
+        parents=[loop_choice, tls_client],
+        help="echo messages through a loopback server (or --url) and report the speed",
     )
     bench.set_defaults(command=_bench, command_name="bench")
     bench.add_argument("--clients", type=_positive, default=10, help="concurrent connections (default 10)")
     bench.add_argument("--messages", type=_positive, default=2000, help="messages per client (default 2000)")
     bench.add_argument("--size", type=_positive, default=64, help="bytes per message, at least 8 (default 64)")
     bench.add_argument("--in-flight", type=_positive, default=8, help="messages in flight per client (default 8)")
+    bench.add_argument(
+        "--url", help="a ws:// or wss:// echo server to measure instead of the loopback one (it must echo binary)"
+    )
+    bench.add_argument(
+        "--max-message-size",
+        type=int,
+        metavar="BYTES",
+        help="largest message the server and clients accept (default: the library's, or --size if larger)",
+    )
     return parser
 
 
@@ -141,58 +259,253 @@ def _positive(text: str) -> int:
     return value
 
 
+def _not_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
+def _header(text: str) -> Tuple[str, str]:
+    name, colon, value = text.partition(":")
+    if not colon or not name.strip():
+        raise argparse.ArgumentTypeError(f"a header is 'Name: value', not {text!r}")
+    return name.strip(), value.strip()
+
+
+class _Outgoing(NamedTuple):
+    """A message of --send or --send-file as the command line gives it:
+    the text (or hex) itself, or the path of a file."""
+
+    source: str
+    is_file: bool
+
+    @classmethod
+    def text(cls, value: str) -> _Outgoing:
+        return cls(value, False)
+
+    @classmethod
+    def file(cls, path: str) -> _Outgoing:
+        return cls(path, True)
+
+
 async def _serve(args: argparse.Namespace) -> int:
     context = None
     if args.certificate or args.key:
         if not (args.certificate and args.key):
             sys.exit("serve: --certificate and --key go together")
-        context = tls.TLSContext()
-        chain = tls.load_certificate_chain(args.certificate)
-        context.set_certificate_chain(chain, tls.TLSPrivateKey.load(args.key, tls.TYPE_PEM))
+        # Loaded here, so that a bad file fails the command before any worker starts.
+        context = _server_context(args)
+    if args.redis is not None:
+        pubsub.RedisHub(args.redis)  # a bad URL fails here, once, not in every worker
+    if args.workers > 1 and args.redis is None:
+        _log_setup(args)
+        log.warning("without --redis, each worker's rooms reach its own clients only")
+    if args.workers == 1:
+        return await _serve_worker(args, context)
+    if args.port == 0:
+        # Every worker must listen on the same port: choose it here.
+        args.port = _free_port(args.host)
+    stop = asyncio.Event()
+    _on_signals(stop.set)
+    spawn = multiprocessing.get_context("spawn")
+    ready = spawn.Queue()
+    workers = [
+        spawn.Process(target=_worker_main, args=(args, ready), daemon=True) for _ in range(args.workers)
+    ]
+    for worker in workers:
+        worker.start()
+    loop = asyncio.get_running_loop()
+    if not await loop.run_in_executor(None, _all_ready, workers, ready):
+        for worker in workers:
+            worker.terminate()
+        return 1
+    scheme = "wss" if context else "ws"
+    shared = f", rooms shared through {args.redis}" if args.redis else ""
+    print(
+        f"anynet echo server on {scheme}://{_host_in_url(args.host)}:{args.port}{args.path}"
+        f" ({args.workers} workers{shared})",
+        flush=True,
+    )
+    exited = asyncio.ensure_future(
+        asyncio.wait(
+            [loop.run_in_executor(None, worker.join) for worker in workers],
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+    )
+    # Until interrupted, or until a worker ends by itself (it failed): then all stop.
+    await asyncio.wait([exited, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+    for worker in workers:
+        if worker.is_alive():
+            worker.terminate()  # SIGTERM: the worker closes its connections with 1001
+    await asyncio.gather(*(loop.run_in_executor(None, worker.join) for worker in workers))
+    failed = [worker.exitcode for worker in workers if worker.exitcode not in (0, -signal.SIGTERM)]
+    return 1 if failed else 0
+
+
+def _all_ready(workers: List[Any], ready: Any) -> bool:
+    """Wait until every worker listens; False as soon as one has exited instead."""
+    for _ in workers:
+        while True:
+            try:
+                ready.get(timeout=0.1)
+                break
+            except queue.Empty:
+                if not all(worker.is_alive() for worker in workers):
+                    return False
+    return True
+
+
+def _worker_main(args: argparse.Namespace, ready: Any) -> None:
+    """A worker process of ``serve --workers N``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
+    serving = _serve_worker(args, _server_context(args), ready=ready)
+    if args.uvloop:
+        import uvloop
+
+        uvloop.run(serving)
+    else:
+        asyncio.run(serving)
+
+
+def _log_setup(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(message)s")
+
+
+def _server_context(args: argparse.Namespace) -> Optional[tls.TLSContext]:
+    if not args.certificate:
+        return None
+    context = tls.TLSContext()
+    chain = tls.load_certificate_chain(args.certificate)
+    context.set_certificate_chain(chain, tls.TLSPrivateKey.load(args.key, tls.TYPE_PEM))
+    return context
+
+
+async def _serve_worker(
+    args: argparse.Namespace, context: Optional[tls.TLSContext], ready: Any = None
+) -> int:
+    """One serving process: echo, and rooms on an in-process or Redis hub.
+    A worker of several tells ``ready`` (a queue) that it listens; a single
+    process prints its URL."""
+    _log_setup(args)
+    hub = pubsub.RedisHub(args.redis, policy=args.policy) if args.redis else pubsub.Hub(policy=args.policy)
 
     async def echo(client: websocket.WebSocketClient) -> None:
-        async for message in client:
-            if isinstance(message, bytes):
-                await client.send(message)
+        peer = _address_text(client.remote_address())
+        path = client.request.path if client.request else args.path
+        room = client.request.params.get("room") if client.request else None
+        log.info("%s connected to %s%s", peer, path, f" (room {room})" if room else "")
+        try:
+            if room:
+                await hub.subscribe(client, room)
+                async for message in client:
+                    await hub.publish(room, message)
             else:
-                await client.send_text(message)
+                async for message in client:
+                    await _send_message(client, message)
+        except websocket.ConnectionClosed:
+            pass  # the close is logged below, with its code, like a normal one
+        finally:
+            log.info("%s closed: %s", peer, _close_text(client))
 
     stop = asyncio.Event()
     _on_signals(stop.set)
-    async with websocket.serve(echo, args.host, args.port, context, path=args.path, **_limits(args)) as server:
-        host, port = server.local_address()[:2]
-        scheme = "wss" if context else "ws"
-        print(f"anynet echo server on {scheme}://{_host_in_url(host)}:{port}{args.path}", flush=True)
+    reuse_port = args.workers > 1
+    async with hub, websocket.serve(
+        echo, args.host, args.port, context, path=args.path, reuse_port=reuse_port, **_limits(args)
+    ) as server:
+        if ready is not None:
+            ready.put(os.getpid())
+        else:
+            host, port = server.local_address()[:2]
+            scheme = "wss" if context else "ws"
+            print(f"anynet echo server on {scheme}://{_host_in_url(host)}:{port}{args.path}", flush=True)
         await stop.wait()
     return 0
 
 
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def _client_context(args: argparse.Namespace) -> Optional[tls.TLSContext]:
+    """The TLS context that --ca and --insecure ask for (None: the default)."""
+    if not (args.ca or args.insecure):
+        return None
+    context = tls.TLSContext()
+    if args.ca:
+        context.set_authority(tls.TLSCertificate.load(args.ca, tls.TYPE_PEM))
+    if args.insecure:
+        context.disable_verification()
+    return context
+
+
 async def _connect(args: argparse.Namespace) -> int:
-    context = None
-    if args.ca or args.insecure:
-        context = tls.TLSContext()
-        if args.ca:
-            context.set_authority(tls.TLSCertificate.load(args.ca, tls.TYPE_PEM))
-        if args.insecure:
-            context.disable_verification()
-    async with websocket.connect(args.url, context, protocols=args.protocols, **_limits(args)) as client:
-        print(f"connected to {args.url}; type lines to send them, end with Ctrl-D", file=sys.stderr, flush=True)
-        typing = asyncio.ensure_future(_send_typed_lines(client))
+    # Every message to send is read (and its hex checked) before connecting.
+    outgoing = [_read_outgoing(item, args.binary) for item in args.outgoing or ()]
+    async with websocket.connect(
+        args.url, _client_context(args), protocols=args.protocols, headers=dict(args.headers), **_limits(args)
+    ) as client:
+        if outgoing:
+            sending = asyncio.ensure_future(_send_and_close(client, outgoing, args.replies))
+        else:
+            print(f"connected to {args.url}; type lines to send them, end with Ctrl-D", file=sys.stderr, flush=True)
+            sending = asyncio.ensure_future(_send_typed_lines(client, args.binary))
+        received = 0
         try:
             async for message in client:
-                if isinstance(message, str):
-                    print(message, flush=True)
-                else:
-                    print(f"<{len(message)} bytes: {message[:32].hex()}{'...' if len(message) > 32 else ''}>", flush=True)
+                print(_message_text(message, args.binary), flush=True)
+                received += 1
+                if outgoing and received == args.replies:
+                    await client.disconnect()
         except websocket.ConnectionClosedError:
             pass  # reported below with its code, like a normal close
         finally:
-            typing.cancel()
-    print(f"connection closed: {client.close_code} {client.close_reason}".rstrip(), file=sys.stderr, flush=True)
-    return 0
+            sending.cancel()
+    code = client.close_code
+    if code in NORMAL_CLOSE_CODES:
+        print(f"connection closed: {_close_text(client)}", file=sys.stderr, flush=True)
+        return 0
+    print(f"connection closed abnormally: {_close_text(client)}", file=sys.stderr, flush=True)
+    return 1
 
 
-async def _send_typed_lines(client: websocket.WebSocketClient) -> None:
+def _read_outgoing(item: _Outgoing, binary: bool) -> Union[bytes, str]:
+    if item.is_file:
+        if item.source == "-":
+            return sys.stdin.buffer.read()
+        with open(item.source, "rb") as file:
+            return file.read()
+    return _from_hex(item.source) if binary else item.source
+
+
+def _from_hex(text: str) -> bytes:
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise ValueError(f"--binary: {text!r} is not hex (for example 'de ad be ef')") from None
+
+
+async def _send_message(client: websocket.WebSocketClient, message: Union[bytes, str]) -> None:
+    if isinstance(message, bytes):
+        await client.send(message)
+    else:
+        await client.send_text(message)
+
+
+async def _send_and_close(
+    client: websocket.WebSocketClient, outgoing: List[Union[bytes, str]], replies: int
+) -> None:
+    for message in outgoing:
+        await _send_message(client, message)
+    if replies == 0:
+        await client.disconnect()
+    # Otherwise the receiving loop closes once the replies have arrived.
+
+
+async def _send_typed_lines(client: websocket.WebSocketClient, binary: bool) -> None:
     loop = asyncio.get_running_loop()
     while True:
         # A thread keeps this portable: a pipe reader on stdin does not work on Windows.
@@ -200,7 +513,27 @@ async def _send_typed_lines(client: websocket.WebSocketClient) -> None:
         if not line:
             await client.disconnect()
             return
-        await client.send_text(line.rstrip("\r\n"))
+        text = line.rstrip("\r\n")
+        try:
+            await _send_message(client, _from_hex(text) if binary else text)
+        except ValueError as error:
+            print(error, file=sys.stderr, flush=True)  # a typo: the session goes on
+
+
+def _message_text(message: Union[bytes, str], binary: bool) -> str:
+    if isinstance(message, str):
+        return message
+    if binary:
+        return message.hex()
+    return f"<{len(message)} bytes: {message[:32].hex()}{'...' if len(message) > 32 else ''}>"
+
+
+def _close_text(client: websocket.WebSocketClient) -> str:
+    return f"{client.close_code} {client.close_reason or ''}".rstrip()
+
+
+def _address_text(address: Tuple[Any, ...]) -> str:
+    return f"{_host_in_url(str(address[0]))}:{address[1]}"
 
 
 async def _bench(args: argparse.Namespace) -> int:
@@ -208,23 +541,26 @@ async def _bench(args: argparse.Namespace) -> int:
         sys.exit("bench: --size must be at least 8 bytes (each message carries its sequence number)")
     total = args.clients * args.messages
     progress = _Progress(total)
+    # A message as large as --size must pass, unless a limit was asked for.
+    max_message_size = args.max_message_size
+    if max_message_size is None:
+        max_message_size = max(DEFAULT_MAX_MESSAGE_SIZE, args.size)
+    context = _client_context(args)
 
-    async def echo(client: websocket.WebSocketClient) -> None:
-        async for message in client:
-            await client.send(message)  # type: ignore[arg-type]
-
-    async with websocket.serve(echo, "127.0.0.1", 0, ping_interval=None) as server:
-        port = server.local_address()[1]
-        url = f"ws://127.0.0.1:{port}/"
+    async with _echo_server(args.url, max_message_size) as (url, server_name):
         loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
         print(
             f"anynet {__version__} bench: {args.clients} clients x {args.messages} messages of {args.size} bytes, "
-            f"{args.in_flight} in flight per client\nserver {url} ({BACKEND} core, {loop_name} event loop)",
+            f"{args.in_flight} in flight per client\nserver {url} ({server_name}; {BACKEND} core, "
+            f"{loop_name} event loop)",
             flush=True,
         )
         started = time.perf_counter()
         latencies = await asyncio.gather(
-            *(_bench_client(url, args.messages, args.size, args.in_flight, progress) for _ in range(args.clients))
+            *(
+                _bench_client(url, context, max_message_size, args, progress)
+                for _ in range(args.clients)
+            )
         )
         elapsed = time.perf_counter() - started
     progress.finish()
@@ -240,12 +576,37 @@ async def _bench(args: argparse.Namespace) -> int:
 _PERCENTILES = (("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("max", 1.0))
 
 
-async def _bench_client(url: str, count: int, size: int, in_flight: int, progress: _Progress) -> List[float]:
-    """Echo ``count`` numbered messages, ``in_flight`` at a time; check each reply."""
+@contextlib.asynccontextmanager
+async def _echo_server(url: Optional[str], max_message_size: int) -> AsyncIterator[Tuple[str, str]]:
+    """The URL to measure and what serves it: ``url`` as given, or a loopback
+    echo server of our own running for the block."""
+    if url is not None:
+        yield url, "an external server"
+        return
+
+    async def echo(client: websocket.WebSocketClient) -> None:
+        async for message in client:
+            await client.send(message)  # type: ignore[arg-type]
+
+    async with websocket.serve(
+        echo, "127.0.0.1", 0, ping_interval=None, max_message_size=max_message_size
+    ) as server:
+        yield f"ws://127.0.0.1:{server.local_address()[1]}/", "anynet's echo server"
+
+
+async def _bench_client(
+    url: str,
+    context: Optional[tls.TLSContext],
+    max_message_size: int,
+    args: argparse.Namespace,
+    progress: _Progress,
+) -> List[float]:
+    """Echo ``--messages`` numbered messages, ``--in-flight`` at a time; check each reply."""
+    count, size, in_flight = args.messages, args.size, args.in_flight
     filler = os.urandom(size - 8)
     sent_at: List[float] = []
     latencies: List[float] = []
-    async with websocket.connect(url, ping_interval=None) as client:
+    async with websocket.connect(url, context, ping_interval=None, max_message_size=max_message_size) as client:
         for sequence in range(min(in_flight, count)):
             sent_at.append(time.perf_counter())
             await client.send(sequence.to_bytes(8, "big") + filler)

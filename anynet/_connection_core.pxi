@@ -1,19 +1,30 @@
 # The compiled twin of anynet/_connection_core.py (see its docstring; the
 # comments there hold here too), part of anynet._speedups so that it calls
-# the reader and writer above as C functions. The behaviour is the
+# the compiled reader and writer as C functions. The behaviour is the
 # pure-Python class's; only the helpers that nothing outside the core calls
 # (_receiver, _next_message, _refuse_hopeless_wait, _send_frame,
-# _flush_pending) are C functions.
+# _flush_pending, _dispatch, _deliver) are C functions.
 # What compiling buys is that a read, the queueing of its messages and the
 # wake-up of the task waiting for them are one C call with no Python frame,
 # and that send() and recv() run no bytecode.
 
-from asyncio import current_task, get_running_loop
+from asyncio import get_running_loop
 from collections import deque
 
-from anynet._connection_core import LARGE_PAYLOAD_SIZE, OPEN, _flush_batch, _write_batch
+from anynet._connection_core import (
+    LARGE_PAYLOAD_SIZE,
+    OPEN,
+    _flush_batch,
+    _write_batch,
+    current_task,
+)
 from anynet._events import OP_BINARY, OP_TEXT
-from anynet._ws_errors import ConnectionClosedOK, MessageTypeError
+from anynet._ws_errors import (
+    ConnectionClosed,
+    ConnectionClosedOK,
+    MessageCallbackSet,
+    MessageTypeError,
+)
 
 cdef extern from "Python.h":
     const Py_ssize_t PY_SSIZE_T_MAX
@@ -53,6 +64,7 @@ cdef class ConnectionCore:
     cdef public list _write_batch
     cdef public Py_ssize_t _write_limit
     cdef public bint _writing_paused
+    cdef public object _on_message
 
     def __init__(self, FrameReader reader not None, FrameWriter writer not None, options,
                  deflater=None, Py_ssize_t compress_min=0):
@@ -71,7 +83,7 @@ cdef class ConnectionCore:
         self._write_limit = _clamped(options.write_limit)
 
     def get_buffer(self, Py_ssize_t sizehint):
-        return self._reader._free_space()
+        return self._reader.get_buffer(sizehint)
 
     # ------------------------------------------------------------------
     # Sending
@@ -94,7 +106,7 @@ cdef class ConnectionCore:
         elif (cls is bytes or cls is bytearray) and len(data) >= _LARGE_PAYLOAD:
             self._write_large(OP_BINARY, data)
         else:
-            self._send_frame(self._writer._encode(_BINARY, data, True))
+            self._send_frame(self._writer.encode(_BINARY, data, True))
 
     async def send_text(self, data, *, bint compress=True):
         """Send a text message. Waits while the send buffer is over ``write_limit``.
@@ -112,10 +124,47 @@ cdef class ConnectionCore:
         if len(data) >= self._compress_min and compress:
             self._send_frame(self._compressed_frame(_TEXT, data))
         else:
-            self._send_frame(self._writer._encode(_TEXT, data, True))
+            self._send_frame(self._writer.encode(_TEXT, data, True))
 
     cpdef bytes _compressed_frame(self, int opcode, data):
-        return self._writer.encode(opcode, self._deflater.compress(data), True, True)
+        compressed = self._deflater.compress(data)
+        if len(compressed) >= len(data) and self._deflater.no_context_takeover:
+            # Incompressible: sent as it is (see anynet._connection_core).
+            return self._writer.encode(opcode, data, True)
+        return self._writer.encode(opcode, compressed, True, True)
+
+    def send_nowait(self, data, *, bint compress=True):
+        """Send a binary message now, without waiting; see ``set_message_callback``."""
+        cls = type(data)
+        if cls is not bytes and not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(
+                f"send_nowait() takes bytes, not {cls.__name__}; use send_text_nowait() for str"
+            )
+        if self._state is not _OPEN:
+            raise self._closed_exception()
+        if self._writing_paused:
+            self._check_send_bound()
+        if len(data) >= self._compress_min and compress:
+            self._send_frame(self._compressed_frame(_BINARY, data))
+        elif (cls is bytes or cls is bytearray) and len(data) >= _LARGE_PAYLOAD:
+            self._write_large(OP_BINARY, data)
+        else:
+            self._send_frame(self._writer.encode(_BINARY, data, True))
+
+    def send_text_nowait(self, data, *, bint compress=True):
+        """Send a text message now, without waiting; see ``set_message_callback``."""
+        if type(data) is not str and not isinstance(data, str):
+            raise TypeError(
+                f"send_text_nowait() takes str, not {type(data).__name__}; use send_nowait() for bytes"
+            )
+        if self._state is not _OPEN:
+            raise self._closed_exception()
+        if self._writing_paused:
+            self._check_send_bound()
+        if len(data) >= self._compress_min and compress:
+            self._send_frame(self._compressed_frame(_TEXT, data))
+        else:
+            self._send_frame(self._writer.encode(_TEXT, data, True))
 
     def _write(self, bytes data):
         self._send_frame(data)
@@ -200,9 +249,12 @@ cdef class ConnectionCore:
                 raise StopAsyncIteration from None
 
     def buffer_updated(self, Py_ssize_t nbytes):
-        cdef list events = self._reader._updated(nbytes)
+        cdef list events = self._reader.buffer_updated(nbytes)
         cdef list receivers
         if not events:
+            return
+        if self._on_message is not None:
+            self._dispatch(events)
             return
         messages = self._messages
         if messages is None:
@@ -223,6 +275,8 @@ cdef class ConnectionCore:
 
     cdef object _receiver(self):
         cdef list receivers
+        if self._on_message is not None:
+            raise MessageCallbackSet("messages go to the message callback, not to receive methods")
         if self._deferred_failure is not None:
             self._fail_deferred()
         if not self._receiving:
@@ -262,6 +316,76 @@ cdef class ConnectionCore:
             self._resume_reading_if_drained()
         return message
 
+    # ------------------------------------------------------------------
+    # Receiving by callback
+
+    def set_message_callback(self, callback):
+        """Deliver every message to ``callback(message)`` as it arrives; None returns to the queue.
+
+        ``callback`` is called from the read path, without a task switch,
+        with ``bytes`` for a binary message and ``str`` for a text message;
+        it answers with ``send_nowait``/``send_text_nowait``. Messages already
+        queued go to it first, in order. While it is set, the receive methods
+        raise ``MessageCallbackSet``, and reading pauses while the send buffer
+        is over ``write_limit``. An exception from ``callback`` fails the
+        connection with code 1011 and is logged.
+        """
+        if callback is not None and not callable(callback):
+            raise TypeError(f"the message callback must be callable, not {type(callback).__name__}")
+        self._on_message = callback
+        if callback is None:
+            if self._reading_paused:
+                self._resume_reading_if_drained()
+            return
+        messages = self._messages
+        while messages and self._on_message is callback:
+            if not self._deliver(callback, messages.popleft()):
+                return
+        receivers, self._receivers = self._receivers, []
+        for receiver in receivers:
+            if not receiver.done():
+                receiver.set_result(None)
+        if self._reading_paused and not self._writing_paused:
+            self._resume_reading()
+        elif self._writing_paused and not self._reading_paused and self._state is _OPEN:
+            self._pause_reading()
+
+    cdef int _dispatch(self, list events) except -1:
+        cdef list receivers
+        for event in events:
+            cls = type(event)
+            if cls is bytes or cls is str:
+                callback = self._on_message
+                if callback is not None:
+                    if not self._deliver(callback, event):
+                        return 0
+                    continue
+                if self._messages is None:
+                    self._messages = deque()
+                self._messages.append(event)
+            else:
+                self._control_event(event)
+        if self._pending is not None:
+            if self._pending:
+                self._flush_pending()
+            else:
+                self._pending = None
+        receivers = self._receivers
+        if receivers and self._messages:
+            self._receivers = []
+            _wake_tasks_now(self._loop, receivers)
+        return 0
+
+    cdef bint _deliver(self, object callback, object message) except -1:
+        try:
+            callback(message)
+        except ConnectionClosed:
+            return False
+        except Exception as error:
+            self._callback_failed(error)
+            return False
+        return True
+
     def _pause_reading(self):
         cdef list receivers
         self._reading_paused = True
@@ -290,14 +414,12 @@ def wake_tasks_now(loop, list waiters not None):
 cdef int _wake_tasks_now(object loop, list waiters) except -1:
     cdef bint eager = current_task(loop) is None
     for waiter in waiters:
-        if waiter.done():
-            continue
         callbacks = getattr(waiter, "_callbacks", None) if eager else None
         if callbacks and len(callbacks) == 1:
             wakeup, context = callbacks[0]
             waiter.remove_done_callback(wakeup)
             waiter.set_result(None)
             context.run(wakeup, waiter)
-        else:
+        elif not waiter.done():
             waiter.set_result(None)
     return 0

@@ -14,12 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import types
 import weakref
 from collections import deque
-from typing import TYPE_CHECKING, Any, Deque, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Deque, List, Optional, Union
 
 from anynet._events import OP_BINARY, OP_TEXT
-from anynet._ws_errors import ConnectionClosed, ConnectionClosedOK, MessageTypeError
+from anynet._ws_errors import (
+    ConnectionClosed,
+    ConnectionClosedOK,
+    MessageCallbackSet,
+    MessageTypeError,
+)
 
 if TYPE_CHECKING:
     from anynet._deflate import Deflater
@@ -28,6 +34,7 @@ if TYPE_CHECKING:
     from anynet._ws_options import ConnectionOptions
 
 Message = Union[bytes, str]
+MessageCallback = Callable[[Message], object]
 
 # Connection states (see anynet._ws_protocol).
 OPEN = 1
@@ -64,6 +71,7 @@ class ConnectionCore:
         "_write_batch",
         "_write_limit",
         "_writing_paused",
+        "_on_message",
     )
 
     if TYPE_CHECKING:
@@ -72,6 +80,8 @@ class ConnectionCore:
         def _closed_exception(self) -> ConnectionClosed: ...
         def _fail_deferred(self) -> None: ...
         async def _wait_for_writing(self) -> None: ...
+        def _check_send_bound(self) -> None: ...
+        def _callback_failed(self, error: Exception) -> None: ...
         def _write_large(self, opcode: int, payload: Union[bytes, bytearray]) -> None: ...
 
     def __init__(
@@ -111,6 +121,8 @@ class ConnectionCore:
         self._write_batch = _write_batch(self._loop)
         self._write_limit = options.write_limit
         self._writing_paused = False
+        # Set by set_message_callback: messages go to it instead of the queue.
+        self._on_message: Optional[MessageCallback] = None
 
     # ------------------------------------------------------------------
     # Sending
@@ -155,8 +167,47 @@ class ConnectionCore:
             self._write(self._writer.encode(OP_TEXT, data))
 
     def _compressed_frame(self, opcode: int, data: Union[bytes, bytearray, memoryview, str]) -> bytes:
-        assert self._deflater is not None
-        return self._writer.encode(opcode, self._deflater.compress(data), True, True)
+        deflater = self._deflater
+        assert deflater is not None
+        compressed = deflater.compress(data)
+        if len(compressed) >= len(data) and deflater.no_context_takeover:
+            # Incompressible: sent as it is. (A compressor that keeps its
+            # context cannot drop what it compressed: the peer's must follow.)
+            return self._writer.encode(opcode, data)
+        return self._writer.encode(opcode, compressed, True, True)
+
+    def send_nowait(self, data: bytes, *, compress: bool = True) -> None:
+        """Send a binary message now, without waiting; see ``set_message_callback``."""
+        cls: type = data.__class__
+        if cls is not bytes and not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(
+                f"send_nowait() takes bytes, not {cls.__name__}; use send_text_nowait() for str"
+            )
+        if self._state is not OPEN:
+            raise self._closed_exception()
+        if self._writing_paused:
+            self._check_send_bound()
+        if len(data) >= self._compress_min and compress:
+            self._write(self._compressed_frame(OP_BINARY, data))
+        elif (cls is bytes or cls is bytearray) and len(data) >= LARGE_PAYLOAD_SIZE:
+            self._write_large(OP_BINARY, data)
+        else:
+            self._write(self._writer.encode(OP_BINARY, data))
+
+    def send_text_nowait(self, data: str, *, compress: bool = True) -> None:
+        """Send a text message now, without waiting; see ``set_message_callback``."""
+        if data.__class__ is not str and not isinstance(data, str):
+            raise TypeError(
+                f"send_text_nowait() takes str, not {type(data).__name__}; use send_nowait() for bytes"
+            )
+        if self._state is not OPEN:
+            raise self._closed_exception()
+        if self._writing_paused:
+            self._check_send_bound()
+        if len(data) >= self._compress_min and compress:
+            self._write(self._compressed_frame(OP_TEXT, data))
+        else:
+            self._write(self._writer.encode(OP_TEXT, data))
 
     def _write(self, data: bytes) -> None:
         pending = self._pending
@@ -247,6 +298,9 @@ class ConnectionCore:
         events: List[Any] = self._reader.buffer_updated(nbytes)
         if not events:
             return
+        if self._on_message is not None:
+            self._dispatch(events)
+            return
         messages = self._messages
         if messages is None:
             messages = self._messages = deque()
@@ -274,6 +328,8 @@ class ConnectionCore:
         own: a connection waiting for its next message holds one frame less,
         and each wait costs one coroutine less.
         """
+        if self._on_message is not None:
+            raise MessageCallbackSet("messages go to the message callback, not to receive methods")
         if self._deferred_failure is not None:
             self._fail_deferred()
         if not self._receiving:
@@ -321,6 +377,80 @@ class ConnectionCore:
         if self._reading_paused:
             self._resume_reading_if_drained()
         return message
+
+    # ------------------------------------------------------------------
+    # Receiving by callback
+
+    def set_message_callback(self, callback: Optional[MessageCallback]) -> None:
+        """Deliver every message to ``callback(message)`` as it arrives; None returns to the queue.
+
+        ``callback`` is called from the read path, without a task switch,
+        with ``bytes`` for a binary message and ``str`` for a text message;
+        it answers with ``send_nowait``/``send_text_nowait``. Messages already
+        queued go to it first, in order. While it is set, the receive methods
+        raise ``MessageCallbackSet``, and reading pauses while the send buffer
+        is over ``write_limit``. An exception from ``callback`` fails the
+        connection with code 1011 and is logged.
+        """
+        if callback is not None and not callable(callback):
+            raise TypeError(f"the message callback must be callable, not {type(callback).__name__}")
+        self._on_message = callback
+        if callback is None:
+            if self._reading_paused:
+                self._resume_reading_if_drained()
+            return
+        messages = self._messages
+        while messages and self._on_message is callback:
+            if not self._deliver(callback, messages.popleft()):
+                return
+        # Tasks waiting in a receive method learn that messages go elsewhere now.
+        receivers, self._receivers = self._receivers, []
+        for receiver in receivers:
+            if not receiver.done():
+                receiver.set_result(None)
+        if self._reading_paused and not self._writing_paused:
+            self._resume_reading()
+        elif self._writing_paused and not self._reading_paused and self._state is OPEN:
+            self._pause_reading()
+
+    def _dispatch(self, events: List[Any]) -> None:
+        """What buffer_updated does while a message callback is set."""
+        for event in events:
+            cls = event.__class__
+            if cls is bytes or cls is str:
+                callback = self._on_message
+                if callback is not None:
+                    if not self._deliver(callback, event):
+                        return
+                    continue
+                # The callback was unset by itself: the rest is queued.
+                if self._messages is None:
+                    self._messages = deque()
+                self._messages.append(event)
+            else:
+                self._control_event(event)
+        # As in _receiver: the answers to this read go now, the next one at once.
+        pending = self._pending
+        if pending is not None:
+            if pending:
+                self._flush()
+            else:
+                self._pending = None
+        receivers = self._receivers
+        if receivers and self._messages:
+            self._receivers = []
+            wake_tasks_now(self._loop, receivers)
+
+    def _deliver(self, callback: MessageCallback, message: Message) -> bool:
+        """Call ``callback`` with ``message``; False once the connection has failed."""
+        try:
+            callback(message)
+        except ConnectionClosed:
+            return False  # an answer to a closed connection: nothing is left to do
+        except Exception as error:
+            self._callback_failed(error)
+            return False
+        return True
 
     def _pause_reading(self) -> None:
         assert self._transport is not None
@@ -372,6 +502,20 @@ def _flush_batch(loop: asyncio.AbstractEventLoop, batch: List[Any]) -> None:
     batch.clear()
 
 
+def _current_task_lookup() -> Callable[[asyncio.AbstractEventLoop], Optional[asyncio.Task[Any]]]:
+    """``asyncio.current_task``, or, where that is a Python function around the
+    dict of current tasks that asyncio's C module keeps (Python 3.11 and
+    earlier), that dict's ``get``: what the function does, without a Python
+    frame for each message."""
+    current_tasks = getattr(asyncio.tasks, "_current_tasks", None)
+    if isinstance(asyncio.current_task, types.FunctionType) and isinstance(current_tasks, dict):
+        return current_tasks.get
+    return asyncio.current_task
+
+
+current_task = _current_task_lookup()
+
+
 def wake_tasks_now(loop: asyncio.AbstractEventLoop, waiters: List[asyncio.Future[None]]) -> None:
     """Complete ``waiters`` and run the task waiting on each one here and now.
 
@@ -384,18 +528,17 @@ def wake_tasks_now(loop: asyncio.AbstractEventLoop, waiters: List[asyncio.Future
     Inside a running task, or with a future that does not expose its
     callbacks, the future completes the ordinary way.
     """
-    eager = asyncio.current_task(loop) is None
+    eager = current_task(loop) is None
     for waiter in waiters:
-        if waiter.done():
-            continue  # its wait was cancelled
         # The (callback, context) pairs of asyncio's futures, both the C
         # and the Python implementation; the one callback of a future that
-        # a task awaits is that task's wake-up.
+        # a task awaits is that task's wake-up. A future that is done (its
+        # wait was cancelled) has none left.
         callbacks = getattr(waiter, "_callbacks", None) if eager else None
         if callbacks and len(callbacks) == 1:
             wakeup, context = callbacks[0]
             waiter.remove_done_callback(wakeup)
             waiter.set_result(None)
             context.run(wakeup, waiter)
-        else:
+        elif not waiter.done():
             waiter.set_result(None)

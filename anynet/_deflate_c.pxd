@@ -2,7 +2,24 @@
 # pure-Python mode: the .py is the one source of both builds).
 
 cimport cython
-from anynet._deflate_kernel cimport anynet_output, anynet_zstream
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.string cimport memset
+
+from anynet._deflate_kernel cimport (
+    ANYNET_ZLIB_BAD_DATA,
+    ANYNET_ZLIB_NO_MEMORY,
+    ANYNET_ZLIB_TOO_BIG,
+    anynet_deflate_end,
+    anynet_deflate_message,
+    anynet_inflate_end,
+    anynet_inflate_message,
+    anynet_output,
+    anynet_output_trim,
+    anynet_zstream,
+)
 
 cdef size_t _KEPT_OUTPUT
 cdef size_t _NO_LIMIT
@@ -37,9 +54,8 @@ cdef class Deflater:
     cdef object _zobj
     cdef _Stream _stream
 
+    @cython.locals(view=Py_buffer, status=int, state=_ThreadState, stream=_Stream)
     cpdef bytes compress(self, data)
-    @cython.locals(view=Py_buffer, status=int)
-    cdef bytes _compress_c(self, data)
     cdef _Stream _borrow(self, _ThreadState state)
 
 
@@ -51,7 +67,7 @@ cdef class Inflater:
     cdef object _zobj
     cdef _Stream _stream
 
+    @cython.locals(view=Py_buffer, status=int, limit=size_t, state=_ThreadState, stream=_Stream,
+                   output=cython.p_char)
     cpdef object decompress(self, data, bint text)
-    @cython.locals(view=Py_buffer, status=int, limit=size_t)
-    cdef object _decompress_c(self, data, bint text)
     cdef _Stream _borrow(self, _ThreadState state)

@@ -1,9 +1,14 @@
-"""The local address of the default gateway's interface (what ``host=""`` means)."""
+"""Where a server listens and whom a connection joins: socket addresses.
+
+Also the local address of the default gateway's interface (what ``host=""``
+means).
+"""
 
 from __future__ import annotations
 
 import errno
 import socket
+from typing import Any, NamedTuple, Tuple
 
 # A documentation address (RFC 5737 TEST-NET-2): never assigned to a real host,
 # so no local route covers it and the kernel picks the default route. Connecting
@@ -30,3 +35,31 @@ def default_gateway_address() -> str:
             ) from error
         address: str = probe.getsockname()[0]
     return address
+
+
+class TCPAddress(NamedTuple):
+    """Where a TCP server listens; an empty host is the default gateway's interface."""
+
+    host: str
+    port: int
+    reuse_port: bool
+
+
+class UnixAddress(NamedTuple):
+    """Where a Unix socket server listens: the socket's path."""
+
+    path: str
+
+
+def host_port(address: Any) -> Tuple[str, int]:
+    """``(host, port)`` of a socket address as the transport reports it.
+
+    IPv6 addresses come with flow info and scope id, which are left out. A
+    Unix socket's address is its path, reported as ``(path, 0)``; the path of
+    a client's socket is usually empty.
+    """
+    if isinstance(address, tuple) and len(address) >= 2:
+        return (address[0], address[1])
+    if isinstance(address, str):
+        return (address, 0)
+    return ("", 0)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, Union
 import httptools
 
 from anynet._copied_reads import CopiedReads
+from anynet._http_address import host_port
 from anynet._handover import hand_over
 from anynet._http_message import HTTPHeaders, HTTPRequest, HTTPResponse, UpgradeFunction
 
@@ -158,11 +159,11 @@ class HTTPConnection:
 
     def local_address(self) -> tuple[str, int]:
         """The server's address on this connection, ``(host, port)``."""
-        return _host_port(self._protocol.transport.get_extra_info("sockname"))
+        return host_port(self._protocol.transport.get_extra_info("sockname"))
 
     def remote_address(self) -> tuple[str, int]:
         """The client's address, ``(host, port)``."""
-        return _host_port(self._protocol.transport.get_extra_info("peername"))
+        return host_port(self._protocol.transport.get_extra_info("peername"))
 
     def remote_certificate(self) -> Optional[TLSCertificate]:
         """The certificate the client presented over TLS, or None without TLS
@@ -190,11 +191,6 @@ class HTTPConnection:
         outside an upgrade function or on a second call.
         """
         self._protocol.switch_protocol(protocol)
-
-
-def _host_port(address: Any) -> tuple[str, int]:
-    # IPv6 socket addresses carry flow info and scope id as well.
-    return (address[0], address[1])
 
 
 class HTTPServerProtocol(CopiedReads):

@@ -68,6 +68,12 @@ class MessageTypeError(WSError):
         self.wanted = wanted
         self.queued = queued
 
+class MessageCallbackSet(WSError):
+    """A receive method was called while a message callback is set: messages go to the callback.
+
+    ``set_message_callback(None)`` returns the connection to receive methods.
+    """
+
 
 class HandshakeError(WSError):
     """The opening handshake failed.

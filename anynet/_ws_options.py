@@ -7,8 +7,9 @@ a keyword-only option of ``connect``, ``serve`` and ``route``.
 
 from __future__ import annotations
 
+import functools
 import inspect
-from typing import Any, Mapping, NamedTuple, Optional, Union
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple, Union
 
 from anynet._deflate_negotiation import PerMessageDeflate, check_settings
 
@@ -108,9 +109,6 @@ def deflate_settings(options: ConnectionOptions, is_client: bool) -> Optional[Pe
     return compression
 
 
-_OPTION_NAMES = tuple(inspect.signature(connection_options).parameters)
-
-
 def connection_options_from(arguments: Mapping[str, Any]) -> ConnectionOptions:
     """``connection_options`` of the options among a public function's arguments.
 
@@ -118,7 +116,22 @@ def connection_options_from(arguments: Mapping[str, Any]) -> ConnectionOptions:
     of its parameters: a new option is added to ``connection_options`` and
     to each signature, never to a list of names passed on by hand.
     """
-    return connection_options(**{name: arguments[name] for name in _OPTION_NAMES})
+    return connection_options(**keyword_arguments(connection_options, arguments))
+
+
+def keyword_arguments(function: Callable[..., Any], arguments: Mapping[str, Any]) -> Dict[str, Any]:
+    """The values in ``arguments`` (a caller's ``locals()``) of the keyword-only
+    parameters of ``function``, to pass them on to it."""
+    return {name: arguments[name] for name in _keyword_only_names(function)}
+
+
+@functools.lru_cache(maxsize=None)
+def _keyword_only_names(function: Callable[..., Any]) -> Tuple[str, ...]:
+    return tuple(
+        parameter.name
+        for parameter in inspect.signature(function).parameters.values()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    )
 
 
 def handshake_seconds(value: Optional[float]) -> float:

@@ -23,7 +23,9 @@ the connection) has been seen, no more messages can arrive, and receivers get
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import time
 import weakref
 from typing import (
     TYPE_CHECKING,
@@ -55,6 +57,7 @@ from anynet._events import (
     CLOSE_NO_STATUS,
     CLOSE_NORMAL,
     CLOSE_TRY_AGAIN_LATER,
+    OP_BINARY,
     OP_PING,
     OP_PONG,
     Close,
@@ -62,12 +65,16 @@ from anynet._events import (
     Pong,
     ProtocolError,
 )
+from anynet._http_address import host_port
 from anynet._ws_errors import ConnectionClosed, closed_error
 from anynet._ws_options import ConnectionOptions, deflate_settings
 
 if TYPE_CHECKING:
     from anynet._deflate_negotiation import DeflateParameters
     from anynet.http import HTTPRequest
+
+# The logger of anynet.websocket, whose handlers' errors are logged the same way.
+logger = logging.getLogger("anynet.websocket")
 
 # The largest frame built in the reused buffer, which is as large as the
 # largest frame it held: bigger ones are encoded into a bytes object each.
@@ -77,6 +84,8 @@ _MAX_REUSED_BUFFER = 4 * 1024 * 1024
 _MAX_COPIED_SERVER_PAYLOAD = 256 * 1024
 # A frame header with a 64-bit length and a masking key.
 _MAX_HEADER_SIZE = 14
+# send_nowait() buffers up to this many times write_limit (see _check_send_bound).
+SEND_NOWAIT_BOUND = 4
 # RFC 6455 section 5.5: a Close frame carries a 2-byte code and 123 bytes of reason.
 _MAX_CLOSE_REASON = 123
 
@@ -98,6 +107,11 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
     opening handshake (``path``, ``params``, ``headers``), e.g. to
     authenticate the client; it is ``None`` on the client side.
 
+    ``data`` is the application's: anything it keeps with the connection
+    (``client.data = Player(name)``), ``None`` until it is set. Other
+    attributes cannot be added (the class has ``__slots__``, which keep an
+    idle connection small).
+
     After the connection has closed, ``close_code`` and ``close_reason`` say
     how, and every ``send``/``recv`` raises ``ConnectionClosed`` with them
     (``ConnectionClosedOK`` for codes 1000, 1001 and 1005).
@@ -113,6 +127,7 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         "request",
         "deflate",
         "_inflater",
+        "data",
         "_is_client",
         "_options",
         "_local_address",
@@ -130,6 +145,7 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         "_keepalive_payload",
         "_keepalive_timer",
         "_unanswered_ping",
+        "_latency",
         "_skipped_messages",
     )
 
@@ -162,6 +178,7 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         self._inflater = inflater
         self.subprotocol = subprotocol
         self.request = request
+        self.data: Any = None
         self._is_client = is_client
         self._options = options
         self._local_address: Tuple[str, int] = ("", 0)
@@ -183,6 +200,7 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         self._keepalive_payload: Optional[bytes] = None
         self._keepalive_timer: Optional[asyncio.TimerHandle] = None
         self._unanswered_ping: Optional[bytes] = None
+        self._latency: Optional[float] = None
         self._skipped_messages = 0
 
     # ------------------------------------------------------------------
@@ -228,6 +246,10 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
                 self._resume_reading()
         await self._wait_closed()
 
+    async def wait_closed(self) -> None:
+        """Wait until the connection is closed, e.g. in a handler whose messages go to a callback."""
+        await self._wait_closed()
+
     async def close(self) -> None:
         """Drop the TCP connection at once, without a closing handshake.
 
@@ -257,6 +279,30 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
     def close_reason(self) -> str:
         """The reason that came with ``close_code`` (empty while open)."""
         return self._close_reason
+
+    @property
+    def write_buffer_size(self) -> int:
+        """Bytes sent with ``send``/``send_text`` that the kernel has not taken yet.
+
+        The transport's write buffer plus the frames held back to be written
+        together at the end of this loop turn: what a browser calls
+        ``bufferedAmount``. It grows while the peer reads slower than we
+        send; above ``write_limit``, ``send`` waits and ``broadcast`` skips
+        the connection.
+        """
+        transport = self._transport
+        if transport is None or self._transport_lost:
+            return self._pending_size
+        return transport.get_write_buffer_size() + self._pending_size
+
+    @property
+    def latency(self) -> Optional[float]:
+        """Seconds from the last answered ping (keepalive or ``ping()``) to its pong.
+
+        ``None`` until a pong has come. With keepalive on, it is refreshed
+        every ``ping_interval``.
+        """
+        return self._latency
 
     def local_address(self) -> Tuple[str, int]:
         """Our address (host, port) on this connection."""
@@ -360,8 +406,8 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not derive from asyncio.Transport.
         self._transport = transport = cast(asyncio.Transport, transport)
-        self._local_address = _address(transport.get_extra_info("sockname"))
-        self._remote_address = _address(transport.get_extra_info("peername"))
+        self._local_address = host_port(transport.get_extra_info("sockname"))
+        self._remote_address = host_port(transport.get_extra_info("peername"))
         # Small messages leave at once: asyncio's and uvloop's TCP transports
         # turn Nagle's algorithm off themselves.
         transport.set_write_buffer_limits(high=self._write_limit)
@@ -400,6 +446,10 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
 
     def pause_writing(self) -> None:
         self._writing_paused = True
+        # A message callback cannot wait for the peer to read its answers:
+        # stop reading its requests meanwhile instead.
+        if self._on_message is not None and not self._reading_paused and self._state is OPEN:
+            self._pause_reading()
 
     def resume_writing(self) -> None:
         self._writing_paused = False
@@ -407,6 +457,8 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         if ping is not None and self._state is OPEN:
             self._write(self._writer.encode(OP_PONG, ping))
         _wake(self._drainers)
+        if self._on_message is not None and self._reading_paused:
+            self._resume_reading()
 
     # ------------------------------------------------------------------
     # Receiving
@@ -480,6 +532,24 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         frame_size = self._writer.encode_into(buffer, opcode, payload)
         transport.write(memoryview(buffer)[:frame_size])
 
+    def _check_send_bound(self) -> None:
+        """``send_nowait`` while the send buffer is over ``write_limit``.
+
+        Nothing can wait here, so the frame is buffered anyway, up to
+        SEND_NOWAIT_BOUND times ``write_limit``; beyond that the peer is not
+        reading, and the connection is closed with 1013, as a reliable
+        broadcast closes it over its backlog, rather than left to buffer
+        without bound.
+        """
+        if self._unsent_bytes() >= SEND_NOWAIT_BOUND * self._write_limit:
+            self._close_overloaded("the client does not read fast enough")
+            raise self._closed_exception()
+
+    def _callback_failed(self, error: Exception) -> None:
+        """The message callback raised: log it and fail the connection, as for a handler."""
+        logger.error("WebSocket message callback failed", exc_info=error)
+        self._fail(CLOSE_INTERNAL_ERROR, "")
+
     async def _wait_for_writing(self) -> None:
         while self._writing_paused and self._state is OPEN:
             drainer: asyncio.Future[None] = self._loop.create_future()
@@ -496,14 +566,16 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         payload = os.urandom(4)
         while payload in self._pings:
             payload = os.urandom(4)
-        self._pings[payload] = (self._loop.time(), waiter)
+        # Not the loop's clock: uvloop's ticks in milliseconds, longer than a
+        # round trip on a local network.
+        self._pings[payload] = (time.monotonic(), waiter)
         self._write(self._writer.encode(OP_PING, payload))
         return payload
 
     def _pong_received(self, payload: bytes) -> None:
         if payload not in self._pings:
             return  # unsolicited: RFC 6455 5.5.3 allows it, and it needs no answer
-        now = self._loop.time()
+        now = time.monotonic()
         # A pong answers its ping and every ping sent before it, since a
         # peer may answer only the latest of several pings.
         for key in list(self._pings):
@@ -511,6 +583,7 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
             if waiter is not None and not waiter.done():
                 waiter.set_result(now - sent_at)
             if key == payload:
+                self._latency = now - sent_at
                 break
         if self._keepalive_payload is not None and self._keepalive_payload not in self._pings:
             self._keepalive_payload = None
@@ -619,7 +692,7 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         _wake(self._drainers)
         self._flush()
         transport = self._transport
-        if transport is None or self._transport_lost:
+        if transport is None or self._transport_lost or transport.is_closing():
             return
         if not self._is_client and transport.can_write_eof():
             transport.write_eof()
@@ -723,13 +796,6 @@ def _wake(waiters: List[asyncio.Future[None]]) -> None:
         if not waiter.done():
             waiter.set_result(None)
     waiters.clear()
-
-
-def _address(address: Any) -> Tuple[str, int]:
-    # IPv6 addresses come with flow info and scope id; keep (host, port).
-    if isinstance(address, tuple) and len(address) >= 2:
-        return (address[0], address[1])
-    return ("", 0)
 
 
 def _truncate_reason(reason: str) -> str:

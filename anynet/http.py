@@ -23,9 +23,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any, AsyncIterator, Optional
+import os
+from typing import TYPE_CHECKING, Any, AsyncIterator, Optional, Union
 
-from anynet._http_address import default_gateway_address
+from anynet._http_address import TCPAddress, UnixAddress, default_gateway_address, host_port
 from anynet._http_connection import (
     Handler,
     HTTPConnection,
@@ -48,6 +49,8 @@ __all__ = [
     "HTTPServer",
     "serve",
     "serve_router",
+    "unix_serve",
+    "unix_serve_router",
 ]
 
 logger = logging.getLogger(__name__)
@@ -126,49 +129,65 @@ class HTTPServer:
     def __init__(
         self,
         handler: Handler,
-        host: str,
-        port: int,
+        address: Union[TCPAddress, UnixAddress],
         context: Optional[TLSContext],
         limits: ServerLimits,
         backlog: int,
-        reuse_port: bool,
     ) -> None:
         self._handler = handler
-        self._host = host
-        self._port = port
+        self._address = address
         self._context = context
         self._limits = limits
         self._backlog = backlog
-        self._reuse_port = reuse_port
         self._state = ServerState()
         self._server: Optional[asyncio.Server] = None
+        # The Unix socket's file as created, so that we remove only our own.
+        self._socket_file: Optional[os.stat_result] = None
 
     def local_address(self) -> tuple[str, int]:
         """The address the server listens on, ``(host, port)`` (the first
-        listening socket's, when the host name resolved to several)."""
+        listening socket's, when the host name resolved to several); on a
+        Unix socket, ``(path, 0)``."""
         if self._server is None or not self._server.sockets:
             raise RuntimeError("the server is not running")
-        address = self._server.sockets[0].getsockname()
-        return (address[0], address[1])
+        return host_port(self._server.sockets[0].getsockname())
 
     async def __aenter__(self) -> HTTPServer:
         if self._server is not None or self._state.stopping:
             raise RuntimeError("an HTTPServer can be started only once")
-        host = self._host or default_gateway_address()
         ssl = self._context.get(server=True) if self._context is not None else None
         limits, state, handler = self._limits, self._state, self._handler
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: HTTPServerProtocol(handler, limits, state),
-            host,
-            self._port,
-            ssl=ssl,
-            # The TLS handshake comes before the request head; bound it the same way.
-            ssl_handshake_timeout=limits.head_timeout if ssl is not None else None,
-            backlog=self._backlog,
-            reuse_port=self._reuse_port,
-        )
-        logger.info("HTTP server listening on %s:%d", *self.local_address())
+        address = self._address
+
+        def protocol() -> HTTPServerProtocol:
+            return HTTPServerProtocol(handler, limits, state)
+
+        # The TLS handshake comes before the request head; bound it the same way.
+        ssl_handshake_timeout = limits.head_timeout if ssl is not None else None
+        if isinstance(address, UnixAddress):
+            # A socket file left by a server that did not stop cleanly is
+            # replaced (asyncio and uvloop remove it before binding).
+            self._server = await loop.create_unix_server(
+                protocol,
+                address.path,
+                ssl=ssl,
+                ssl_handshake_timeout=ssl_handshake_timeout,
+                backlog=self._backlog,
+            )
+            self._socket_file = os.stat(address.path)
+            logger.info("HTTP server listening on %s", address.path)
+        else:
+            self._server = await loop.create_server(
+                protocol,
+                address.host or default_gateway_address(),
+                address.port,
+                ssl=ssl,
+                ssl_handshake_timeout=ssl_handshake_timeout,
+                backlog=self._backlog,
+                reuse_port=address.reuse_port,
+            )
+            logger.info("HTTP server listening on %s:%d", *self.local_address())
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -181,6 +200,7 @@ class HTTPServer:
         state = self._state
         state.stopping = True
         self._server.close()
+        self._remove_socket_file()
         for connection in list(state.connections):
             connection.shut_down()
         if not await state.wait_all_gone(self._limits.shutdown_timeout):
@@ -198,6 +218,18 @@ class HTTPServer:
             logger.warning("HTTP server stopped with connections still open")
         else:
             logger.info("HTTP server stopped")
+
+    def _remove_socket_file(self) -> None:
+        """Remove our Unix socket's file (Python 3.13's asyncio does it too),
+        unless another server has put its own in its place meanwhile."""
+        created = self._socket_file
+        if created is None:
+            return
+        assert isinstance(self._address, UnixAddress)
+        with contextlib.suppress(FileNotFoundError):
+            now = os.stat(self._address.path)
+            if (now.st_dev, now.st_ino) == (created.st_dev, created.st_ino):
+                os.unlink(self._address.path)
 
 
 def serve(
@@ -265,14 +297,10 @@ def serve(
     requests in flight ``shutdown_timeout`` (5 s) to be answered; then it
     closes what is left.
     """
-    if not callable(handler):
-        raise TypeError(f"handler must be an async function, not {handler!r}")
     if not isinstance(host, str):
         raise TypeError(f"host must be a str, not {type(host).__name__}")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ValueError(f"port must be an int from 0 to 65535, not {port!r}")
-    if isinstance(backlog, bool) or not isinstance(backlog, int) or backlog <= 0:
-        raise ValueError(f"backlog must be a positive int, not {backlog!r}")
     limits = ServerLimits(
         max_url_length=max_url_length,
         max_head_size=max_head_size,
@@ -284,7 +312,45 @@ def serve(
         idle_timeout=idle_timeout,
         shutdown_timeout=shutdown_timeout,
     )
-    return HTTPServer(handler, host, port, context, limits, backlog, bool(reuse_port))
+    address = TCPAddress(host, port, bool(reuse_port))
+    return _server(handler, address, context, limits, backlog)
+
+
+def unix_serve(
+    handler: Handler,
+    path: Union[str, os.PathLike[str]],
+    context: Optional[TLSContext] = None,
+    *,
+    backlog: int = 1024,
+    **limits: Any,
+) -> HTTPServer:
+    """An HTTP/1.1 server on the Unix socket ``path``, used like :func:`serve`.
+
+    Behind a proxy on the same machine (nginx's ``proxy_pass
+    http://unix:/run/game.sock``), a Unix socket costs less than TCP and
+    its file's permissions say who may connect. A socket file already at
+    ``path`` (left by a server that did not stop cleanly) is replaced; the
+    file is removed when the server stops. ``local_address()`` is
+    ``(path, 0)``. Takes the keyword options of :func:`serve` but
+    ``reuse_port``.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
+    return _server(handler, UnixAddress(os.fspath(path)), context, ServerLimits(**limits), backlog)
+
+
+def _server(
+    handler: Handler,
+    address: Union[TCPAddress, UnixAddress],
+    context: Optional[TLSContext],
+    limits: ServerLimits,
+    backlog: int,
+) -> HTTPServer:
+    if not callable(handler):
+        raise TypeError(f"handler must be an async function, not {handler!r}")
+    if isinstance(backlog, bool) or not isinstance(backlog, int) or backlog <= 0:
+        raise ValueError(f"backlog must be a positive int, not {backlog!r}")
+    return HTTPServer(handler, address, context, limits, backlog)
 
 
 @contextlib.asynccontextmanager
@@ -298,9 +364,25 @@ async def serve_router(
     options of :func:`serve`.
     """
     router = HTTPRouter()
-    async with serve(router.handle, host, port, context, **options) as server:
+    async with _serving(router, serve(router.handle, host, port, context, **options)):
+        yield router
+
+
+@contextlib.asynccontextmanager
+async def unix_serve_router(
+    path: Union[str, os.PathLike[str]], context: Optional[TLSContext] = None, **options: Any
+) -> AsyncIterator[HTTPRouter]:
+    """:func:`serve_router` on the Unix socket ``path`` (see :func:`unix_serve`)."""
+    router = HTTPRouter()
+    async with _serving(router, unix_serve(router.handle, path, context, **options)):
+        yield router
+
+
+@contextlib.asynccontextmanager
+async def _serving(router: HTTPRouter, server: HTTPServer) -> AsyncIterator[None]:
+    async with server:
         router._server = server
         try:
-            yield router
+            yield
         finally:
             router._server = None

@@ -24,8 +24,16 @@ A server that echoes every message with its own type::
 ``recv()`` and ``recv_text()`` take the next message of their type;
 ``recv_message()`` and ``async for`` take both in arrival order. The handler
 reads its handshake request from ``client.request`` (path, query parameters,
-headers). ``broadcast(server.clients, message)`` encodes a message once and
-writes it to every open connection.
+headers); ``client.data`` is the application's, to keep a player's state on
+the connection. ``broadcast(server.clients, message)`` encodes a message once
+and writes it to every open connection.
+
+``client = await connect(url)`` also works (the caller closes it), and
+``async for client in connect(url)`` reconnects after transient failures.
+``serve`` and ``route`` refuse requests before the upgrade with ``origins``
+(the allowed ``Origin`` values) and ``process_request`` (a hook that may
+answer instead). ``unix_serve`` and ``unix_connect`` do the same over a Unix
+socket.
 
 ``connect``, ``serve`` and ``route`` take these keyword-only limits (a peer
 can never make a connection spend more than they allow); an option has the
@@ -80,20 +88,25 @@ import contextlib
 import functools
 import inspect
 import logging
+import os
 import re
 import ssl
 import sys
+from types import TracebackType
 from typing import (
     Any,
     AsyncIterator,
     Awaitable,
     Callable,
     FrozenSet,
+    Generator,
     Mapping,
     Optional,
     Sequence,
     Set,
     Tuple,
+    Type,
+    Union,
 )
 
 from anynet import http, tls
@@ -108,6 +121,7 @@ from anynet._ws_errors import (
     ConnectionClosedOK,
     HandshakeError,
     MessageTypeError,
+    MessageCallbackSet,
     WSError,
     WSTimeoutError,
 )
@@ -136,8 +150,16 @@ from anynet._ws_options import (
     connection_options_from,
     deflate_settings,
     handshake_seconds,
+    keyword_arguments,
 )
 from anynet._ws_protocol import WebSocketClient
+from anynet._ws_reconnect import (
+    DEFAULT_RECONNECT_DELAY,
+    DEFAULT_RECONNECT_MAX_DELAY,
+    TRANSIENT_CLOSE_CODES,
+    Backoff,
+    is_transient,
+)
 
 __all__ = [
     "DEFAULT_MAX_BACKLOG",
@@ -148,6 +170,7 @@ __all__ = [
     "DeliveryPolicy",
     "HandshakeError",
     "MessageTypeError",
+    "MessageCallbackSet",
     "PerMessageDeflate",
     "WSError",
     "WSTimeoutError",
@@ -157,6 +180,8 @@ __all__ = [
     "connect",
     "route",
     "serve",
+    "unix_connect",
+    "unix_serve",
 ]
 
 logger = logging.getLogger(__name__)
@@ -166,9 +191,164 @@ Handler = Callable[[WebSocketClient], Awaitable[None]]
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
-@contextlib.asynccontextmanager
-async def connect(
-    url: str,
+class connect:
+    """Connect to a WebSocket server, in one of three ways.
+
+    ``async with connect(url) as client:`` yields the connection once the
+    handshake is done; at the end of the block the closing handshake runs
+    (code 1000; 1011 if the block raised an exception), bounded by
+    ``disconnect_timeout``.
+
+    ``client = await connect(url)`` returns the connection; the caller
+    closes it with ``await client.disconnect()``.
+
+    ``async for client in connect(url):`` yields a connection, and another
+    each time the loop comes round, reconnecting after transient failures.
+    A failed attempt is repeated when the failure may pass: the connection
+    refused, reset or timed out, or a handshake refusal with status 408, 429
+    or 5xx. Other failures end the loop with their exception: a refusal with
+    another status (``HandshakeError``, e.g. 403), a certificate that does
+    not verify (``ssl.SSLError``). Between attempts the client waits: at
+    most ``reconnect_delay`` seconds (default 1) after the first failure,
+    twice as long after each further one, never more than
+    ``reconnect_max_delay`` (default 60), each wait drawn at random between
+    half and all of its bound so that clients dropped together do not come
+    back together. When the loop comes round after the server closed the
+    connection with 1001, 1006, 1011, 1012 or 1013, the client waits as
+    after a first failure and connects again; after any other close code
+    (e.g. 1000: the server ended the session, or the body disconnected) the
+    loop ends. A body that finishes with the connection still open gets a
+    new one at once, its old one closed normally; leaving the loop (break,
+    return, an exception) closes the connection normally too, soon after.
+    Exceptions raised in the body end the loop, as in any ``for`` loop:
+    catch ``ConnectionClosed`` in the body to carry on.
+
+    ``url`` is ``[ws://|wss://]host[:port][/path][?query]``. Without a
+    scheme the connection uses TLS exactly when ``context`` is given; ``wss``
+    without a context uses the default ``TLSContext()`` (the system's
+    certificate authorities). IPv6 literals are written in brackets
+    (``ws://[::1]:8000/``); the port defaults to 80 or 443 and the path to
+    ``/``. A URL we cannot use raises ``ValueError`` at the call, as do the
+    other arguments.
+
+    ``protocols`` is the subprotocol offer, in order of preference; the one
+    the server chose is ``client.subprotocol`` (``None`` if it chose none).
+    ``headers`` are added to the upgrade request (e.g. ``Authorization``).
+    The module docstring describes the limits.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        context: Optional[tls.TLSContext] = None,
+        *,
+        protocols: Optional[Sequence[str]] = None,
+        disconnect_timeout: Optional[float] = None,
+        headers: Optional[Mapping[str, str]] = None,
+        handshake_timeout: Optional[float] = DEFAULT_HANDSHAKE_TIMEOUT,
+        max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE,
+        max_queue: Optional[int] = DEFAULT_MAX_QUEUE,
+        write_limit: int = DEFAULT_WRITE_LIMIT,
+        ping_interval: Optional[float] = DEFAULT_PING_INTERVAL,
+        ping_timeout: Optional[float] = DEFAULT_PING_TIMEOUT,
+        compression: Compression = DEFAULT_COMPRESSION,
+        reconnect_delay: float = DEFAULT_RECONNECT_DELAY,
+        reconnect_max_delay: float = DEFAULT_RECONNECT_MAX_DELAY,
+    ) -> None:
+        if context is not None and not isinstance(context, tls.TLSContext):
+            # connect(host, port) is the usual form of this mistake: show its URL.
+            is_host_and_port = isinstance(url, str) and "/" not in url and type(context) is int
+            hint = f", e.g. ws://{url}:{context}/" if is_host_and_port else ""
+            raise TypeError(
+                f"connect() takes a URL like ws://host:port/path{hint}; its second argument is an "
+                f"optional anynet.tls.TLSContext, not {type(context).__name__}"
+            )
+        self._target = parse_url(url, context is not None)
+        self._offer = check_subprotocols(protocols)
+        self._headers = check_extra_headers(headers)
+        self._options = connection_options_from(locals())
+        self._timeout = handshake_seconds(handshake_timeout)
+        self._backoff = Backoff(reconnect_delay, reconnect_max_delay)
+        if self._target.secure and context is None:
+            context = _default_client_context()
+        self._context = context
+        # Set by unix_connect: the socket to connect to instead of host and port.
+        self._unix_path: Optional[str] = None
+        self._client: Optional[WebSocketClient] = None
+
+    def __await__(self) -> Generator[Any, None, WebSocketClient]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> WebSocketClient:
+        self._client = await self._open()
+        return self._client
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> None:
+        client, self._client = self._client, None
+        assert client is not None
+        if exc is None:
+            await client.disconnect()
+        elif isinstance(exc, Exception):
+            await client.disconnect(CLOSE_INTERNAL_ERROR)
+        else:
+            # Cancelled (or interrupted): no time to wait for the peer.
+            client._close_now(CLOSE_GOING_AWAY, "")
+
+    async def __aiter__(self) -> AsyncIterator[WebSocketClient]:
+        failures = 0
+        while True:
+            try:
+                client = await self._open()
+            except Exception as error:
+                if not is_transient(error):
+                    raise
+                failures += 1
+                await self._wait_to_retry(failures, error)
+                continue
+            failures = 0
+            try:
+                yield client
+                closed_before = client.close_code is not None
+            finally:
+                await client.disconnect()
+            if closed_before:
+                closed = client._closed_exception()
+                if closed.code not in TRANSIENT_CLOSE_CODES:
+                    return
+                failures = 1
+                await self._wait_to_retry(failures, closed)
+
+    async def _wait_to_retry(self, failures: int, reason: BaseException) -> None:
+        delay = self._backoff.wait_time(failures)
+        logger.info(
+            "connecting to %s again in %.2f s (%s: %s)",
+            self._target.host_header,
+            delay,
+            type(reason).__name__,
+            reason,
+        )
+        await asyncio.sleep(delay)
+
+    async def _open(self) -> WebSocketClient:
+        return await _open_connection(
+            self._target,
+            self._unix_path,
+            self._context,
+            self._offer,
+            self._headers,
+            self._options,
+            self._timeout,
+        )
+
+
+def unix_connect(
+    path: Union[str, os.PathLike[str]],
+    url_path: str = "/",
     context: Optional[tls.TLSContext] = None,
     *,
     protocols: Optional[Sequence[str]] = None,
@@ -181,57 +361,26 @@ async def connect(
     ping_interval: Optional[float] = DEFAULT_PING_INTERVAL,
     ping_timeout: Optional[float] = DEFAULT_PING_TIMEOUT,
     compression: Compression = DEFAULT_COMPRESSION,
-) -> AsyncIterator[WebSocketClient]:
-    """Connect to a WebSocket server; yield the connection once the handshake is done.
+    reconnect_delay: float = DEFAULT_RECONNECT_DELAY,
+    reconnect_max_delay: float = DEFAULT_RECONNECT_MAX_DELAY,
+) -> connect:
+    """``connect`` to a server on the Unix socket ``path``, e.g. one of ``unix_serve``.
 
-    ``url`` is ``[ws://|wss://]host[:port][/path][?query]``. Without a
-    scheme the connection uses TLS exactly when ``context`` is given; ``wss``
-    without a context uses the default ``TLSContext()`` (the system's
-    certificate authorities). IPv6 literals are written in brackets
-    (``ws://[::1]:8000/``); the port defaults to 80 or 443 and the path to
-    ``/``. A URL we cannot use raises ``ValueError``.
-
-    ``protocols`` is the subprotocol offer, in order of preference; the one
-    the server chose is ``client.subprotocol`` (``None`` if it chose none).
-    ``headers`` are added to the upgrade request (e.g. ``Authorization``).
-    The module docstring describes the limits.
-
-    At the end of the ``async with`` block the closing handshake runs (code
-    1000; 1011 if the block raised an exception), bounded by
-    ``disconnect_timeout``.
+    Used in the same three ways (``async with``, ``await``, ``async for``)
+    with the same options. ``url_path`` is the path (and query) asked for;
+    the ``Host`` header, and the name the server's TLS certificate must
+    carry when ``context`` is given, is ``localhost``.
     """
-    if context is not None and not isinstance(context, tls.TLSContext):
-        hint = f", e.g. ws://{url}:{context}/" if isinstance(url, str) and type(context) is int else ""
-        raise TypeError(
-            f"connect() takes a URL like ws://host:port/path{hint}; its second argument is an "
-            f"optional anynet.tls.TLSContext, not {type(context).__name__}"
-        )
-    target = parse_url(url, context is not None)
-    offer = check_subprotocols(protocols)
-    extra_headers = check_extra_headers(headers)
-    options = connection_options_from(locals())
-    timeout = handshake_seconds(handshake_timeout)
-    if target.secure and context is None:
-        context = _default_client_context()
-    client = await _open_connection(target, context, offer, extra_headers, options, timeout)
-    try:
-        yield client
-    except Exception:
-        await client.disconnect(CLOSE_INTERNAL_ERROR)
-        raise
-    except BaseException:
-        # Cancelled (or interrupted): no time to wait for the peer.
-        client._close_now(CLOSE_GOING_AWAY, "")
-        raise
-    else:
-        await client.disconnect()
-
-
-# What OpenSSL reports when the answer to its ClientHello is not a TLS record
-# (typically a plain HTTP server's "400 Bad Request").
-_NOT_TLS_REASONS = frozenset(
-    ("WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "PACKET_LENGTH_TOO_LONG", "RECORD_LAYER_FAILURE")
-)
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
+    if not isinstance(url_path, str) or not url_path.startswith("/"):
+        raise ValueError(f"url_path is the path asked for, starting with '/', not {url_path!r}")
+    scheme = "ws" if context is None else "wss"
+    connector = connect(
+        f"{scheme}://localhost{url_path}", context, **keyword_arguments(connect, locals())
+    )
+    connector._unix_path = os.fspath(path)
+    return connector
 
 
 @functools.lru_cache(maxsize=None)
@@ -241,8 +390,16 @@ def _default_client_context() -> tls.TLSContext:
     return tls.TLSContext()
 
 
+# What OpenSSL reports when the answer to its ClientHello is not a TLS record
+# (typically a plain HTTP server's "400 Bad Request").
+_NOT_TLS_REASONS = frozenset(
+    ("WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "PACKET_LENGTH_TOO_LONG", "RECORD_LAYER_FAILURE")
+)
+
+
 async def _open_connection(
     target: WebSocketURL,
+    unix_path: Optional[str],
     context: Optional[tls.TLSContext],
     offer: Sequence[str],
     extra_headers: Sequence[Tuple[str, str]],
@@ -257,14 +414,23 @@ async def _open_connection(
     ssl_context = context.get(server=False) if context is not None and target.secure else None
 
     async def handshake() -> Tuple[asyncio.Transport, ResponseHeadProtocol, ClientHandshake]:
+        head_protocol = functools.partial(
+            ResponseHeadProtocol, request, over_tls=ssl_context is not None
+        )
+        server_hostname = target.host if ssl_context is not None else None
         try:
-            transport, protocol = await loop.create_connection(
-                lambda: ResponseHeadProtocol(request, over_tls=ssl_context is not None),
-                target.host,
-                target.port,
-                ssl=ssl_context,
-                server_hostname=target.host if ssl_context is not None else None,
-            )
+            if unix_path is None:
+                transport, protocol = await loop.create_connection(
+                    head_protocol,
+                    target.host,
+                    target.port,
+                    ssl=ssl_context,
+                    server_hostname=server_hostname,
+                )
+            else:
+                transport, protocol = await loop.create_unix_connection(
+                    head_protocol, unix_path, ssl=ssl_context, server_hostname=server_hostname
+                )
         except ssl.SSLError as error:
             if error.reason in _NOT_TLS_REASONS:
                 raise HandshakeError(
@@ -402,6 +568,47 @@ async def serve(
         backlog=backlog,
     ) as router:
         async with _route(router, path, endpoint) as server:
+            yield server
+
+
+@contextlib.asynccontextmanager
+async def unix_serve(
+    handler: Handler,
+    path: Union[str, os.PathLike[str]],
+    context: Optional[tls.TLSContext] = None,
+    *,
+    url_path: str = "/",
+    protocol: Optional[str] = None,
+    origins: Optional[Sequence[Optional[str]]] = None,
+    process_request: Optional[RequestHook] = None,
+    disconnect_timeout: Optional[float] = None,
+    handshake_timeout: Optional[float] = DEFAULT_HANDSHAKE_TIMEOUT,
+    max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE,
+    max_queue: Optional[int] = DEFAULT_MAX_QUEUE,
+    write_limit: int = DEFAULT_WRITE_LIMIT,
+    ping_interval: Optional[float] = DEFAULT_PING_INTERVAL,
+    ping_timeout: Optional[float] = DEFAULT_PING_TIMEOUT,
+    compression: Compression = DEFAULT_COMPRESSION,
+    backlog: int = 1024,
+) -> AsyncIterator[WebSocketServer]:
+    """``serve`` on the Unix socket ``path``, answering WebSocket requests for ``url_path``.
+
+    For servers behind a proxy on the same machine (several processes behind
+    nginx, each on its own socket): a Unix socket skips TCP, and its file's
+    permissions say who may connect. A socket file already at ``path`` is
+    replaced, and the file is removed when the server stops.
+    ``server.local_address()`` is ``(path, 0)``; so is each connection's
+    ``local_address()``, and its ``remote_address()`` is ``("", 0)`` (behind
+    a proxy, the client's address is in the headers the proxy adds, such as
+    ``X-Forwarded-For``). The other arguments are those of ``serve``.
+    """
+    _check_context(context)
+    endpoint = _endpoint(handler, locals())
+    head_timeout = handshake_seconds(handshake_timeout)
+    async with http.unix_serve_router(
+        path, context, head_timeout=head_timeout, backlog=backlog
+    ) as router:
+        async with _route(router, url_path, endpoint) as server:
             yield server
 
 

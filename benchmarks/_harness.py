@@ -34,6 +34,7 @@ REFERENCE = "picows"
 
 IMPORTS = {
     "anynet": "anynet.websocket",
+    "anynet-callback": "anynet.websocket",
     "picows": "picows",
     "websockets": "websockets.asyncio.server",
     "aiohttp": "aiohttp.web",
@@ -54,6 +55,31 @@ def worker_environment() -> dict[str, str]:
     ]
     environment["PYTHONPATH"] = os.pathsep.join(paths)
     return environment
+
+
+def server_and_client(library: str) -> tuple[str, str]:
+    """The server's and the client's library of a column: ``anynet``, or
+    ``anynet/picows`` for anynet's server driven by picows's client."""
+    server, _, client = library.partition("/")
+    return server, client or server
+
+
+def pin(pids: Iterable[int], cpus: set[int]) -> None:
+    """Let every thread of the processes ``pids`` run on ``cpus`` only."""
+    for pid in pids:
+        for thread in os.listdir(f"/proc/{pid}/task"):
+            os.sched_setaffinity(int(thread), cpus)
+
+
+def pinnings_from_option(option: str) -> list[str]:
+    return ["pinned", "unpinned"] if option == "both" else [option]
+
+
+def cpus_for(pinning: str) -> set[int]:
+    """``pinned``: one CPU (the last this process may use) for client and server, so
+    every figure is CPU time spent per message; ``unpinned``: every CPU allowed."""
+    allowed = os.sched_getaffinity(0)
+    return {max(allowed)} if pinning == "pinned" else set(allowed)
 
 
 def unavailable_reason(name: str) -> str | None:
@@ -146,14 +172,16 @@ class Workers:
 
     def stop(self, library: str, loop: str) -> None:
         """Stop the pair, e.g. after a failure; the next measurement starts a fresh one."""
-        for role in ("client", "server"):
-            worker = self._running.pop((role, library, loop), None)
+        server, client = server_and_client(library)
+        for role, name in (("client", client), ("server", server)):
+            worker = self._running.pop((role, name, loop), None)
             if worker is not None:
                 worker.stop()
 
     def stop_all(self) -> None:
-        for role, library, loop in list(self._running):
-            self.stop(library, loop)
+        for worker in self._running.values():
+            worker.stop()
+        self._running.clear()
 
 
 def machine_description() -> dict[str, Any]:
@@ -244,14 +272,21 @@ def run_interleaved(
     return records
 
 
-def summarize(records: Iterable[dict[str, Any]], libraries: Sequence[str], metric: str) -> None:
-    """Add to each record the median of ``metric`` and the median ratio to picows.
+def summarize(
+    records: Iterable[dict[str, Any]],
+    libraries: Sequence[str],
+    metric: str,
+    into: str | None = None,
+) -> None:
+    """Add to each record the median of ``metric`` and the median ratio to picows
+    (as ``median`` and ``ratio_to_picows``, or within ``record[into]``).
 
     The ratio is taken within each repeat (same cell, measured seconds apart), then
     the median of those ratios is reported; repeats where either figure failed are
     left out of the ratio.
     """
     for record in records:
+        target = record if into is None else record.setdefault(into, {})
         medians: dict[str, float | None] = {}
         ratios: dict[str, float | None] = {}
         for library in libraries:
@@ -265,8 +300,8 @@ def summarize(records: Iterable[dict[str, Any]], libraries: Sequence[str], metri
                 if metric in run.get(library, {}) and run.get(REFERENCE, {}).get(metric)
             ]
             ratios[library] = statistics.median(paired) if paired else None
-        record["median"] = medians
-        record["ratio_to_picows"] = ratios
+        target["median"] = medians
+        target["ratio_to_picows"] = ratios
         record["errors"] = sorted(
             {
                 run[library]["error"]
@@ -283,8 +318,10 @@ def markdown_table(
     row_headers: Sequence[str],
     row_cells: Callable[[dict[str, Any]], Sequence[str]],
     number: Callable[[dict[str, Any], float], str],
+    summary: str | None = None,
 ) -> str:
-    """Rows of medians, each library's figure followed by its median ratio to picows."""
+    """Rows of medians, each library's figure followed by its median ratio to picows
+    (those ``summarize`` stored in the record, or in ``record[summary]``)."""
     with_ratio = REFERENCE in libraries
     header = list(row_headers) + [
         f"{library} (× {REFERENCE})" if with_ratio and library != REFERENCE else library
@@ -296,9 +333,10 @@ def markdown_table(
     ]
     for record in records:
         cells = list(row_cells(record))
+        figures = record if summary is None else record[summary]
         for library in libraries:
-            median = record["median"][library]
-            ratio = record["ratio_to_picows"][library]
+            median = figures["median"][library]
+            ratio = figures["ratio_to_picows"][library]
             if median is None:
                 cells.append("–" if library in record.get("not_measured", ()) else "failed")
             elif with_ratio and library != REFERENCE and ratio is not None:
@@ -352,9 +390,16 @@ def parse_size(text: str) -> int:
     return int(cleaned) * factor
 
 
-def parse_list(text: str, allowed: Sequence[str], what: str) -> list[str]:
+def parse_list(
+    text: str, allowed: Sequence[str], what: str, pairs: bool = False
+) -> list[str]:
+    """A comma-separated choice; with ``pairs``, ``server/client`` of two allowed names too."""
     chosen = [item.strip() for item in text.split(",") if item.strip()]
-    unknown = [item for item in chosen if item not in allowed]
+    unknown = [
+        item
+        for item in chosen
+        if not all(part in allowed for part in (server_and_client(item) if pairs else (item,)))
+    ]
     if unknown or not chosen:
         raise SystemExit(
             f"unknown {what}: {', '.join(unknown) or text!r}; choose from {', '.join(allowed)}"
@@ -377,7 +422,7 @@ def usable_libraries(
             raise SystemExit(f"uvloop is not usable here ({reason}); use --loop asyncio")
     usable = []
     for library in requested:
-        reason = unavailable_reason(library)
+        reason = next(filter(None, map(unavailable_reason, set(server_and_client(library)))), None)
         if reason:
             skipped[library] = reason
             print(f"skipping {library}: {reason}", file=sys.stderr)
@@ -392,9 +437,11 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def default_library_order(libraries: Iterable[str]) -> list[str]:
-    """Libraries in the canonical column order, whatever order they were asked in."""
+    """Libraries in the canonical column order, whatever order they were asked in;
+    server/client pairs follow their server's library."""
     chosen = set(libraries)
-    return [library for library in _peers.LIBRARIES if library in chosen]
+    order = {library: index for index, library in enumerate(_peers.LIBRARIES)}
+    return sorted(chosen, key=lambda name: (order[server_and_client(name)[0]], name))
 
 
 def report(intro: str, table: str, results: dict[str, Any]) -> str:

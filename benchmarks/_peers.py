@@ -8,6 +8,8 @@ else stays at the library's defaults.
 Libraries:
 
 - ``anynet``: the spec's plain async API, ``await send()`` / ``await recv()``.
+- ``anynet-callback``: anynet's callback path, ``set_message_callback`` and
+  ``send_nowait``, with no task switch per message (the counterpart of picows's API).
 - ``picows``: its callback API (``WSListener.on_ws_frame``), the way its authors
   benchmark it; the fastest peer and the reference for ratios.
 - ``websockets``: the ``websockets.asyncio`` API.
@@ -30,28 +32,47 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import time
 from typing import AsyncIterator, Awaitable, Callable
 
 HOST = "127.0.0.1"
 LARGEST_MESSAGE = 4 * 1024 * 1024
 
-LIBRARIES = ("anynet", "picows", "websockets", "aiohttp", "raw")
-WEBSOCKET_LIBRARIES = ("anynet", "picows", "websockets", "aiohttp")
+LIBRARIES = ("anynet", "anynet-callback", "picows", "websockets", "aiohttp", "raw")
+WEBSOCKET_LIBRARIES = ("anynet", "anynet-callback", "picows", "websockets", "aiohttp")
 
 
 class EchoError(Exception):
     """The server sent back something other than what the client sent."""
 
 
-class Meter:
-    """Round trips completed, and the counter's value when the measured window opened and closed."""
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) that process ``pid``'s main thread has used.
 
-    def __init__(self) -> None:
+    From the scheduler's nanosecond count where the kernel keeps it, else from
+    the clock ticks of ``/proc/PID/stat``: the worker processes do their work in
+    the main thread (the other one only waits for the harness's next command).
+    """
+    try:
+        with open(f"/proc/{pid}/schedstat") as schedstat:
+            return int(schedstat.read().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Meter:
+    """Round trips completed, and the counter's value when the measured window opened and
+    closed, with the CPU time the client and the server process spent in between."""
+
+    def __init__(self, server_pid: int | None = None) -> None:
         self.running = True
         self.count = 0
-        self._start: tuple[int, float] | None = None
-        self._end: tuple[int, float] | None = None
+        self._server_pid = server_pid
+        self._start: tuple[int, float, float, float] | None = None
+        self._end: tuple[int, float, float, float] | None = None
 
     def arm(self, warmup: float, duration: float) -> None:
         """Open the window after ``warmup`` seconds and stop the traffic ``duration`` later."""
@@ -59,18 +80,29 @@ class Meter:
         loop.call_later(warmup, self._open)
         loop.call_later(warmup + duration, self._close)
 
+    def _reading(self) -> tuple[int, float, float, float]:
+        server = cpu_seconds(self._server_pid) if self._server_pid else 0.0
+        return (self.count, time.perf_counter(), cpu_seconds(os.getpid()), server)
+
     def _open(self) -> None:
-        self._start = (self.count, time.perf_counter())
+        self._start = self._reading()
 
     def _close(self) -> None:
-        self._end = (self.count, time.perf_counter())
+        self._end = self._reading()
         self.running = False
 
     def result(self) -> dict:
         assert self._start is not None and self._end is not None
-        count = self._end[0] - self._start[0]
-        elapsed = self._end[1] - self._start[1]
-        return {"rate": count / elapsed, "count": count, "elapsed": elapsed}
+        count, elapsed, client_cpu, server_cpu = (
+            end - start for start, end in zip(self._start, self._end)
+        )
+        result = {"rate": count / elapsed, "count": count, "elapsed": elapsed}
+        if count:
+            # Per round trip, i.e. per message the server echoed.
+            result["client_cpu_us"] = client_cpu / count * 1e6
+            if self._server_pid:
+                result["server_cpu_us"] = server_cpu / count * 1e6
+        return result
 
 
 def check_first_reply(reply: bytes, payload: bytes) -> None:
@@ -99,6 +131,26 @@ async def anynet_server() -> AsyncIterator[int]:
 
     async with websocket.serve(
         echo, HOST, 0, max_message_size=LARGEST_MESSAGE, ping_interval=None, compression=None
+    ) as server:
+        yield server.local_address()[1]
+
+
+@contextlib.asynccontextmanager
+async def anynet_callback_server() -> AsyncIterator[int]:
+    from anynet import websocket
+
+    async def echo(client: websocket.WebSocketClient) -> None:
+        def answer(message: bytes | str) -> None:
+            if message.__class__ is bytes:
+                client.send_nowait(message)
+            else:
+                client.send_text_nowait(message)
+
+        client.set_message_callback(answer)
+        await client.wait_closed()
+
+    async with websocket.serve(
+        echo, HOST, 0, max_message_size=LARGEST_MESSAGE, ping_interval=None
     ) as server:
         yield server.local_address()[1]
 
@@ -187,6 +239,7 @@ async def raw_server() -> AsyncIterator[int]:
 
 SERVERS = {
     "anynet": anynet_server,
+    "anynet-callback": anynet_callback_server,
     "picows": picows_server,
     "websockets": websockets_server,
     "aiohttp": aiohttp_server,
@@ -353,12 +406,13 @@ class AiohttpClient:
 
 # ------------------------------------------------------------- callback clients
 #
-# picows and the raw TCP ceiling are driven from their receive callbacks: each
-# reply that completes a message sends the next one while the meter runs.
+# picows, anynet's callback path and the raw TCP ceiling are driven from their
+# receive callbacks: each reply that completes a message sends the next one
+# while the meter runs.
 
 
 class CallbackConnection:
-    """Keeps ``window`` messages in flight from a receive callback; used by picows and raw."""
+    """Keeps ``window`` messages in flight from a receive callback (picows, anynet-callback, raw)."""
 
     def __init__(self, payload: bytes, write: Callable[[bytes], None]) -> None:
         self.payload = payload
@@ -446,6 +500,36 @@ class PicowsClient:
             await transport.wait_disconnected()
 
 
+class AnynetCallbackClient:
+    """anynet's callback path: replies arrive in a message callback that sends the next."""
+
+    def __init__(self, payload: bytes) -> None:
+        from anynet import websocket
+
+        self._websocket = websocket
+        self._size = len(payload)
+        self._payload = payload
+
+    @contextlib.asynccontextmanager
+    async def connection(self, port: int) -> AsyncIterator[CallbackConnection]:
+        async with self._websocket.connect(
+            f"ws://{HOST}:{port}/", max_message_size=LARGEST_MESSAGE, ping_interval=None
+        ) as client:
+            traffic = CallbackConnection(self._payload, client.send_nowait)
+            size = self._size
+
+            def on_message(message: bytes | str) -> None:
+                if message.__class__ is not bytes or len(message) != size:
+                    traffic.fail(wrong_length(len(message), self._payload))
+                elif traffic.first_reply is None:
+                    traffic.on_reply()
+                else:
+                    traffic.first_reply.set_result(message)
+
+            client.set_message_callback(on_message)
+            yield traffic
+
+
 class _RawClientProtocol(asyncio.Protocol):
     def __init__(self, payload: bytes) -> None:
         self.payload = payload
@@ -497,6 +581,8 @@ def make_client(library: str, payload: bytes):
     """The client of ``library``; callback clients need the payload up front."""
     if library == "anynet":
         return AnynetClient()
+    if library == "anynet-callback":
+        return AnynetCallbackClient(payload)
     if library == "picows":
         return PicowsClient(payload)
     if library == "websockets":

@@ -13,11 +13,12 @@ measurement never leaves half-open connections behind for the next one.
 
 Client commands:
 
-- ``{"op": "echo", "port", "pattern", "size", "window", "connections", "warmup",
-  "duration"}``: open the connections, check each one's first echo byte for byte,
-  then keep ``window`` messages of ``size`` bytes in flight on each connection
+- ``{"op": "echo", "port", "server_pid", "pattern", "size", "window", "connections",
+  "warmup", "duration"}``: open the connections, check each one's first echo byte for
+  byte, then keep ``window`` messages of ``size`` bytes in flight on each connection
   ("pattern" is "ping-pong" or "pipelined") and count the round trips completed in
-  the ``duration`` seconds after ``warmup``.
+  the ``duration`` seconds after ``warmup``, with the CPU time per round trip of this
+  process and of the server's (read from ``/proc``).
 - ``{"op": "handshakes", "port", "concurrency", "warmup", "duration"}``:
   ``concurrency`` loops of connect, handshake and close; count the cycles.
 - ``{"op": "hold", "port", "connections", "concurrency"}``: open that many
@@ -101,7 +102,7 @@ async def open_connections(
 async def echo(library: str, command: dict[str, Any]) -> dict[str, Any]:
     payload = os.urandom(command["size"])
     client = _peers.make_client(library, payload)
-    meter = _peers.Meter()
+    meter = _peers.Meter(command.get("server_pid"))
     window = command["window"]
     async with contextlib.AsyncExitStack() as stack:
         if hasattr(client, "aclose"):

@@ -25,6 +25,7 @@ import _harness  # noqa: E402
 
 COLOURS = {
     "anynet": "#d62728",
+    "anynet-callback": "#ff7f0e",
     "websockets": "#1f77b4",
     "aiohttp": "#2ca02c",
     "raw": "#7f7f7f",
@@ -34,7 +35,8 @@ COLOURS = {
 def plot_echo(results: dict[str, Any], path: Path) -> None:
     """Write the PNG for one echo run's results (the dict echo.py saves as JSON)."""
     cells = results["cells"]
-    modes = list(dict.fromkeys(cell["mode"] for cell in cells))
+    # One row of panels per mode and pinning (results before pinning existed are unpinned).
+    modes = list(dict.fromkeys((cell["mode"], cell.get("pinning", "unpinned")) for cell in cells))
     loops = list(dict.fromkeys(cell["loop"] for cell in cells))
     compared = [library for library in results["libraries"] if library != _harness.REFERENCE]
     if _harness.REFERENCE not in results["libraries"] or not compared:
@@ -53,10 +55,15 @@ def plot_echo(results: dict[str, Any], path: Path) -> None:
     )
     titles = results.get("mode_titles", {})
     width = 0.8 / len(compared)
-    for row, mode in enumerate(modes):
+    for row, (mode, pinning) in enumerate(modes):
         for column, loop in enumerate(loops):
             axis = axes[row][column]
-            panel = [cell for cell in cells if cell["mode"] == mode and cell["loop"] == loop]
+            panel = [
+                cell
+                for cell in cells
+                if (cell["mode"], cell.get("pinning", "unpinned")) == (mode, pinning)
+                and cell["loop"] == loop
+            ]
             for index, library in enumerate(compared):
                 ratios = [cell["ratio_to_picows"][library] or 0.0 for cell in panel]
                 positions = [
@@ -66,7 +73,7 @@ def plot_echo(results: dict[str, Any], path: Path) -> None:
             axis.axhline(1.0, color="black", linestyle="--", linewidth=1, label="picows")
             axis.set_xticks(range(len(panel)))
             axis.set_xticklabels([_harness.size_label(cell["size"]) for cell in panel])
-            axis.set_title(f"{titles.get(mode, mode)}, {loop}")
+            axis.set_title(f"{titles.get(mode, mode)}, {loop}, {pinning}")
             if column == 0:
                 axis.set_ylabel("× picows (msg/s)")
             axis.grid(axis="y", alpha=0.3)

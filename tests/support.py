@@ -1,6 +1,12 @@
-"""What the tests share: a bound on every wait, a server's URL, an echo handler."""
+"""What the tests share: a bound on every wait, a server's URL, an echo handler,
+the system programs some tests start."""
 
 from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
 
 # Seconds any single wait in a test may take before the test fails: generous
 # for a loaded machine, short enough that a hang fails quickly and clearly.
@@ -20,3 +26,23 @@ def url_of(server, path="/"):
     """The ws:// URL of an anynet server (anything with ``local_address()``)."""
     host, port = server.local_address()[:2]
     return f"ws://{host}:{port}{path}"
+
+
+def system_program(name):
+    """The path of a program the suite starts (chromium, nginx), or a skip.
+
+    Where ``ANYNET_REQUIRE_SYSTEM_PEERS=1`` (CI, which installs them) a
+    missing program fails the test instead: those tests must never be skipped
+    there unnoticed.
+    """
+    # Debian puts nginx in /usr/sbin, which a user's PATH may lack.
+    path = shutil.which(name, path=os.pathsep.join((os.environ.get("PATH", ""), "/usr/sbin", "/usr/bin")))
+    if path is None:
+        reason = f"{name} is not installed (on Debian: apt-get install {DEBIAN_PACKAGES.get(name, name)})"
+        if os.environ.get("ANYNET_REQUIRE_SYSTEM_PEERS", "") not in ("", "0"):
+            pytest.fail(reason + "; ANYNET_REQUIRE_SYSTEM_PEERS is set", pytrace=False)
+        pytest.skip(reason)
+    return path
+
+
+DEBIAN_PACKAGES = {"chromium": "chromium", "nginx": "nginx-light"}

@@ -9,8 +9,11 @@ import sys
 import pytest
 
 import anynet
-from anynet import websocket
+from anynet import tls, websocket
+from anynet._cli import main
 from conftest import EXTENSIONS_DISABLED
+from redis_server import redis_server  # noqa: F401 (a fixture)
+from support import url_of
 
 # The subprocess must import the same anynet as this test process (the
 # installed one in CI, the source tree in development), so it runs from there.
@@ -56,6 +59,49 @@ async def test_serve_echoes_text_and_binary_until_terminated():
             assert await client.recv_message() == "hello"
             assert await client.recv_message() == b"\x00\x01"
     finally:
+        process.terminate()
+    code, _, err = await finish(process)
+    assert code == 0, err
+
+
+async def test_serve_workers_share_rooms_through_redis(redis_server):
+    process = await start_cli(
+        "serve", "--port", "0", "--workers", "2", "--redis", redis_server.url, "--ping-interval", "0"
+    )
+    contexts = []
+    try:
+        banner = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
+        assert "2 workers" in banner and redis_server.url in banner
+        url = re.search(r"ws://\S+", banner).group(0)
+        # The banner comes once every worker listens.
+        contexts += [websocket.connect(url + "?room=lobby") for _ in range(8)]
+        members = [await asyncio.wait_for(context.__aenter__(), 30) for context in contexts]
+        echo_context = websocket.connect(url)
+        contexts.append(echo_context)
+        echo_client = await echo_context.__aenter__()
+        await echo_client.send_text("just me")
+        assert await asyncio.wait_for(echo_client.recv_text(), 10) == "just me"
+
+        # Probes until every member has heard one: every subscription is in place.
+        heard = set()
+
+        async def listen(member):
+            while (await member.recv_text()) == "probe":
+                heard.add(member)
+
+        async def probe():
+            while len(heard) < len(members):
+                await members[0].send_text("probe")
+                await asyncio.sleep(0.05)
+
+        listeners = [asyncio.ensure_future(listen(member)) for member in members]
+        await asyncio.wait_for(probe(), 30)
+        await members[0].send_text("to everyone")
+        # Each listener ends at the first message that is not a probe.
+        await asyncio.wait_for(asyncio.gather(*listeners), 10)
+    finally:
+        for context in contexts:
+            await context.__aexit__(None, None, None)
         process.terminate()
     code, _, err = await finish(process)
     assert code == 0, err
@@ -141,9 +187,167 @@ async def test_connect_reports_an_abnormal_close_with_its_code():
         port = server.local_address()[1]
         process = await start_cli("connect", f"ws://127.0.0.1:{port}/")
         code, _, err = await finish(process, b"a message longer than ten bytes\n")
-    assert code == 0, err
-    assert "connection closed: 1009" in err
+    assert code == 1, err
+    assert "connection closed abnormally: 1009" in err
     assert "Traceback" not in err
+
+
+def record_messages(received, requests=None, answer=True):
+    """A handler that keeps every message (and the upgrade request) and echoes it if asked."""
+
+    async def handler(client):
+        if requests is not None:
+            requests.append(client.request)
+        async for message in client:
+            received.append(message)
+            if answer and isinstance(message, bytes):
+                await client.send(message)
+            elif answer:
+                await client.send_text(message)
+
+    return handler
+
+
+async def test_connect_sends_one_message_prints_the_reply_and_exits():
+    received, requests = [], []
+    async with websocket.serve(record_messages(received, requests), "127.0.0.1", 0) as server:
+        process = await start_cli(
+            "connect", url_of(server), "--send", "hello there", "-H", "Authorization: Bearer t0ken", "-H", "X-Room:lobby"
+        )
+        code, out, err = await finish(process)
+    assert code == 0, err
+    assert out == "hello there\n"
+    assert received == ["hello there"]
+    assert requests[0].headers["Authorization"] == "Bearer t0ken"
+    assert requests[0].headers["X-Room"] == "lobby"
+    assert "connection closed: 1000" in err
+
+
+async def test_connect_sends_binary_from_hex_and_prints_binary_as_hex():
+    received = []
+    async with websocket.serve(record_messages(received), "127.0.0.1", 0) as server:
+        process = await start_cli(
+            "connect", url_of(server), "--binary", "--send", "de ad be ef", "--send", "00" * 40, "--replies", "2"
+        )
+        code, out, err = await finish(process)
+    assert code == 0, err
+    assert received == [b"\xde\xad\xbe\xef", bytes(40)]
+    assert out.splitlines() == ["deadbeef", "00" * 40]
+
+
+async def test_connect_sends_typed_hex_lines_as_binary():
+    received = []
+    async with websocket.serve(record_messages(received), "127.0.0.1", 0) as server:
+        process = await start_cli("connect", url_of(server), "--binary")
+        process.stdin.write(b"0102\n")
+        await process.stdin.drain()
+        reply = await asyncio.wait_for(process.stdout.readline(), 30)
+        code, _, err = await finish(process)
+    assert code == 0, err
+    assert received == [b"\x01\x02"]
+    assert reply == b"0102\n"
+
+
+async def test_connect_sends_a_file_and_standard_input_as_binary(tmp_path):
+    payload = os.urandom(3000)
+    (tmp_path / "payload.bin").write_bytes(payload)
+    received = []
+    async with websocket.serve(record_messages(received, answer=False), "127.0.0.1", 0) as server:
+        process = await start_cli(
+            "connect", url_of(server), "--send-file", str(tmp_path / "payload.bin"), "--send-file", "-",
+            "--replies", "0",
+        )
+        code, out, err = await finish(process, b"from stdin until EOF")
+    assert code == 0, err
+    assert received == [payload, b"from stdin until EOF"]
+    assert out == ""
+
+
+@pytest.mark.parametrize(
+    "args, complaint",
+    [
+        (["--binary", "--send", "not hex"], "is not hex"),
+        (["-H", "no colon"], "a header is 'Name: value'"),
+        (["--send-file", "/nonexistent/file"], "No such file"),
+    ],
+)
+async def test_connect_refuses_bad_messages_and_headers_before_connecting(args, complaint):
+    code, _, err = await finish(await start_cli("connect", "ws://127.0.0.1:9/", *args))
+    assert code != 0
+    assert complaint in err
+    assert "Traceback" not in err
+
+
+async def test_serve_logs_each_connection_and_its_close_code():
+    process = await start_cli("serve", "--port", "0", "--max-message-size", "10", "--ping-interval", "0")
+    try:
+        url = re.search(r"ws://\S+", (await asyncio.wait_for(process.stdout.readline(), 30)).decode()).group(0)
+        async with websocket.connect(url) as client:
+            await client.send_text("small")
+            await asyncio.wait_for(client.recv_text(), 30)
+            address = "%s:%d" % client.local_address()[:2]
+        async with websocket.connect(url) as client:
+            await client.send(bytes(11))
+            with pytest.raises(websocket.ConnectionClosedError):
+                await asyncio.wait_for(client.recv(), 30)
+        # Each close is logged before the next connection is answered: read up to the last one.
+        lines = []
+        while "closed: 1009" not in "".join(lines):
+            lines.append((await asyncio.wait_for(process.stderr.readline(), 30)).decode())
+    finally:
+        process.terminate()
+    code, _, err = await finish(process)
+    assert code == 0, err
+    log = "".join(lines)
+    assert f"INFO {address} connected to /" in log
+    assert f"INFO {address} closed: 1000" in log
+    assert "closed: 1009 message too big" in log
+
+
+async def test_serve_quiet_logs_no_connections():
+    process = await start_cli("serve", "--port", "0", "--quiet")
+    try:
+        url = re.search(r"ws://\S+", (await asyncio.wait_for(process.stdout.readline(), 30)).decode()).group(0)
+        async with websocket.connect(url) as client:
+            await client.send_text("hello")
+            await asyncio.wait_for(client.recv_text(), 30)
+    finally:
+        process.terminate()
+    code, _, err = await finish(process)
+    assert code == 0, err
+    assert "connected" not in err and "closed" not in err
+
+
+async def test_bench_measures_an_external_wss_server(pki, tmp_path):
+    (tmp_path / "ca.pem").write_bytes(pki.ca.encode(tls.TYPE_PEM))
+    received = []
+    async with websocket.serve(record_messages(received), "127.0.0.1", 0, pki.server_context()) as server:
+        url = f"wss://localhost:{server.local_address()[1]}/"
+        process = await start_cli("bench", "--url", url, "--ca", str(tmp_path / "ca.pem"), "--clients", "2", "--messages", "50")
+        code, out, err = await finish(process)
+    assert code == 0, err
+    assert f"server {url} (an external server;" in out
+    assert "100 messages echoed and checked" in out
+    assert len(received) == 100
+
+
+async def test_bench_accepts_messages_as_large_as_its_size_unless_limited():
+    process = await start_cli("bench", "--clients", "1", "--messages", "3", "--size", "2000000")
+    code, out, err = await finish(process)
+    assert code == 0, err
+    assert "3 messages echoed and checked" in out
+    process = await start_cli("bench", "--clients", "1", "--messages", "3", "--size", "2000", "--max-message-size", "1000")
+    code, out, err = await finish(process)
+    assert code == 1
+    assert "1009" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["serve", "connect", "bench"])
+def test_every_command_documents_uvloop(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    assert "--uvloop" in capsys.readouterr().out
 
 
 async def test_a_checkout_shadowing_the_compiled_core_is_pointed_out(tmp_path):

@@ -19,7 +19,7 @@ ASYNC_METHODS = ("send", "send_text", "recv", "recv_text", "recv_message", "__an
 
 
 # Helpers that the compiled core keeps as C functions, invisible from Python.
-C_ONLY = {"_receiver", "_next_message", "_refuse_hopeless_wait"}
+C_ONLY = {"_receiver", "_next_message", "_refuse_hopeless_wait", "_dispatch", "_deliver"}
 
 
 def own_names(cls):
@@ -58,7 +58,7 @@ def options(**overrides):
 
 def new_connection(core, **overrides):
     # Each core works with the framing of its own backend.
-    framing = core if core is not _connection_core else importlib.import_module("anynet._framing")
+    framing = importlib.import_module("anynet._framing" if core is _connection_core else "anynet._framing_c")
     reader, writer = framing.FrameReader(False), framing.FrameWriter(False)
     return core.ConnectionCore(reader, writer, options(**overrides))
 

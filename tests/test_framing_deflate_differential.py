@@ -20,7 +20,7 @@ from anynet import _deflate, _framing
 
 fixture_settings = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
-_CODEC_OF = {"anynet._framing": "anynet._deflate", "anynet._speedups": "anynet._deflate_c"}
+_CODEC_OF = {"anynet._framing": "anynet._deflate", "anynet._framing_c": "anynet._deflate_c"}
 
 messages = st.one_of(
     st.binary(max_size=2000),

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import hashlib
 import logging
 import socket
 import ssl
 
 import pytest
 
-from anynet import http, websocket
+from anynet import http, tls, websocket
 from support import TIMEOUT, echo, url_of
 
 
@@ -493,17 +494,54 @@ async def test_broadcast_encodes_once_and_reaches_every_client():
         assert websocket.broadcast(opened, b"gone") == 0
 
 
-async def test_addresses_and_certificate_without_tls():
-    async def tell_addresses(client):
-        await client.send_text(repr((client.local_address(), client.remote_address())))
-        assert client.remote_certificate() is None
-        assert client.remote_ceritifcate() is None
+def described(client):
+    """What a connection says of itself, as one reply: addresses, then the
+    peer's certificate by both spellings (its SHA-256 fingerprint, or None)."""
+    certificates = (client.remote_certificate(), client.remote_ceritifcate())
+    fingerprints = [None if c is None else c.fingerprint().hex() for c in certificates]
+    return repr((client.local_address(), client.remote_address(), *fingerprints))
 
-    async with serve(tell_addresses) as server, websocket.connect(url_of(server)) as client:
+
+def socket_addresses(client):
+    """(local, remote) as the event loop read them from the socket."""
+    transport = client._transport
+    return transport.get_extra_info("sockname")[:2], transport.get_extra_info("peername")[:2]
+
+
+async def test_addresses_and_certificate_without_tls():
+    async def tell(client):
+        await client.send_text(described(client))
+        async for _ in client:  # open until the client leaves
+            pass
+
+    async with serve(tell) as server, websocket.connect(url_of(server)) as client:
         server_side = await asyncio.wait_for(client.recv_text(), TIMEOUT)
-        assert server_side == repr((client.remote_address(), client.local_address()))
-        assert client.remote_address() == server.local_address()
-        assert client.remote_certificate() is None
+        local, remote = socket_addresses(client)
+        assert remote == server.local_address() and local[0] == "127.0.0.1" and local[1] > 0
+        assert server_side == repr((remote, local, None, None))
+        assert described(client) == repr((local, remote, None, None))
+
+
+async def test_addresses_and_certificates_over_mutual_tls(pki):
+    async def tell(client):
+        await client.send_text(described(client))
+        async for _ in client:  # open until the client leaves
+            pass
+
+    server_context = pki.server_context(require_client_certificate=True)
+    client_context = pki.client_context(with_certificate=True)
+    async with serve(tell, context=server_context) as server:
+        port = server.local_address()[1]
+        url = f"wss://localhost:{port}/"
+        async with websocket.connect(url, client_context, ping_interval=None) as client:
+            server_side = await asyncio.wait_for(client.recv_text(), TIMEOUT)
+            local, remote = socket_addresses(client)
+            # The certificates generated for the test, by their DER encoding.
+            client_print = hashlib.sha256(pki.client_cert.encode(tls.TYPE_DER)).hexdigest()
+            server_print = hashlib.sha256(pki.server_cert.encode(tls.TYPE_DER)).hexdigest()
+            assert server_side == repr((remote, local, client_print, client_print))
+            assert described(client) == repr((local, remote, server_print, server_print))
+            assert client.remote_ceritifcate().subject["CN"] == "localhost"
 
 
 @pytest.mark.parametrize(

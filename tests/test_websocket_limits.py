@@ -54,6 +54,7 @@ async def test_unlimited_message_size():
 async def test_a_handler_that_does_not_read_pauses_the_socket_and_sender():
     connections = asyncio.Queue()
     start_reading = asyncio.Event()
+    all_received = asyncio.Event()
     received = []
 
     async def slow_reader(client):
@@ -61,6 +62,7 @@ async def test_a_handler_that_does_not_read_pauses_the_socket_and_sender():
         await start_reading.wait()
         while len(received) < sent:
             received.append(await client.recv())
+        all_received.set()
 
     max_queue = 4
     async with websocket.serve(slow_reader, "127.0.0.1", 0, max_queue=max_queue) as server:
@@ -77,8 +79,7 @@ async def test_a_handler_that_does_not_read_pauses_the_socket_and_sender():
             sent += 1
             start_reading.set()
             await asyncio.wait_for(blocked_send, TIMEOUT)
-            while len(received) < sent:
-                await asyncio.sleep(0.01)
+            await asyncio.wait_for(all_received.wait(), TIMEOUT)
             assert received == [CHUNK] * sent
 
 
@@ -105,7 +106,8 @@ async def test_blocked_send_fails_when_the_connection_closes():
     async def flood_then_fail(client):
         await send_until_blocked(client, CHUNK)
         pending = asyncio.ensure_future(client.send(CHUNK))
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)  # one step: the send is waiting for the buffer
+        assert client._drainers and not pending.done()
         await client.close()
         try:
             await asyncio.wait_for(pending, TIMEOUT)

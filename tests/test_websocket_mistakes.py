@@ -151,8 +151,12 @@ async def test_host_and_port_instead_of_a_url_names_the_url_form():
         async with websocket.connect("127.0.0.1", 8765):
             pass
     message = str(caught.value)
-    assert "connect() takes a URL like ws://host:port/path" in message
-    assert "ws://127.0.0.1:8765/" in message
+    assert "connect() takes a URL like ws://host:port/path, e.g. ws://127.0.0.1:8765/;" in message
+    assert "not int" in message
+    with pytest.raises(TypeError) as caught:
+        async with websocket.connect("ws://127.0.0.1/", 8765):
+            pass
+    assert "connect() takes a URL like ws://host:port/path;" in str(caught.value)
 
 
 async def test_wss_to_a_plain_server_says_to_use_ws(pki):

@@ -14,7 +14,13 @@ from anynet._ws_options import connection_options
 from support import TIMEOUT, echo, url_of
 
 # Every public function that opens connections.
-OPENERS = [websocket.connect, websocket.serve, websocket.route]
+OPENERS = [
+    websocket.connect,
+    websocket.serve,
+    websocket.route,
+    websocket.unix_connect,
+    websocket.unix_serve,
+]
 OPTIONS = list(inspect.signature(connection_options).parameters.values())
 DOCS = pathlib.Path(__file__).parent.parent / "docs" / "websocket.md"
 
