@@ -1,6 +1,7 @@
-"""Builds the optional extensions: the compiled framing ``anynet._framing_c``
-(from the same source as the pure-Python ``anynet/_framing.py``) and the
-compiled connection core ``anynet._speedups``.
+"""Builds the optional extensions: ``anynet._framing_c`` and
+``anynet._connection_core_c``, compiled from the very sources that run as
+pure Python without them, ``anynet/_framing.py`` and
+``anynet/_connection_core.py``.
 
 The extension is optional so that anynet installs everywhere:
 
@@ -69,16 +70,15 @@ def _extensions():
             extra_compile_args=[] if sys.platform == "win32" else ["-O3", "-Wno-sign-compare"],
         )
 
-    # The framing and permessage-deflate are one source each for both
-    # builds: the same .py file, compiled under another name, takes its C
-    # types from the .pxd of that name alone (annotations are for the type
-    # checker). Compression calls zlib's C API.
+    # Each module is one source for both builds: the same .py file, compiled
+    # under another name, takes its C types from the .pxd of that name alone
+    # (annotations are for the type checker). Compression calls zlib's C API.
     zlib = "zlib" if sys.platform == "win32" else "z"
     return cythonize(
         [
             extension("anynet._framing_c", "anynet/_framing.py", "src/mask.c", "src/utf8.c"),
             extension("anynet._deflate_c", "anynet/_deflate.py", "src/deflate.c", libraries=[zlib]),
-            extension("anynet._speedups", "anynet/_speedups.pyx"),
+            extension("anynet._connection_core_c", "anynet/_connection_core.py"),
         ],
         language_level=3,
         compiler_directives={

@@ -1,12 +1,12 @@
 """The one place that chooses the implementation of the hot path.
 
-The framing is one source, ``anynet/_framing.py``: compiled, it is
-``anynet._framing_c``; so is permessage-deflate, ``anynet/_deflate.py``
-compiled as ``anynet._deflate_c``; the connection core is compiled into
-``anynet._speedups`` beside the pure-Python ``anynet._connection_core``. The
-compiled modules are used when they were built; the pure-Python ones
-otherwise, or whenever ``ANYNET_NO_EXTENSIONS`` is set to anything but ``0``
-at import time. The two sides export the same names.
+The framing, the connection core and permessage-deflate are each one
+source, compiled by Cython under another name: ``anynet/_framing.py`` as
+``anynet._framing_c``, ``anynet/_connection_core.py`` as
+``anynet._connection_core_c``, ``anynet/_deflate.py`` as
+``anynet._deflate_c``. The compiled modules are used when they were built;
+the sources themselves otherwise, or whenever ``ANYNET_NO_EXTENSIONS`` is set
+to anything but ``0`` at import time.
 """
 
 import os
@@ -20,9 +20,9 @@ if TYPE_CHECKING or EXTENSIONS_DISABLED:
     from anynet import _framing as framing
 else:
     try:
+        from anynet import _connection_core_c as core
         from anynet import _deflate_c as deflate
         from anynet import _framing_c as framing
-        from anynet import _speedups as core
     except ImportError:
         from anynet import _connection_core as core
         from anynet import _deflate as deflate

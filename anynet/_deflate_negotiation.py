@@ -25,6 +25,8 @@ from __future__ import annotations
 import re
 from typing import Iterable, List, NamedTuple, Optional, Tuple
 
+from anynet._http_message import TOKEN
+
 __all__ = [
     "EXTENSION_NAME",
     "DeflateParameters",
@@ -43,14 +45,13 @@ MAX_WINDOW_BITS = 15
 
 # RFC 7230 section 3.2.6: tokens, quoted strings and the optional white space
 # of the Sec-WebSocket-Extensions grammar (RFC 6455 section 9.1).
-_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_TOKEN = TOKEN.pattern
 _QUOTED = r'"(?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[\t\x20-\x7e\x80-\xff])*"'
 _OWS = r"[ \t]*"
 _PARAMETER_SYNTAX = rf"{_OWS};{_OWS}({_TOKEN}){_OWS}(?:={_OWS}({_TOKEN}|{_QUOTED}){_OWS})?"
 _PARAMETER = re.compile(_PARAMETER_SYNTAX)
 # One list element, possibly empty as RFC 7230's #rule allows, and its comma.
 _ELEMENT = re.compile(rf"{_OWS}(?:({_TOKEN})((?:{_PARAMETER_SYNTAX})*))?{_OWS}(?:,|\Z)")
-_TOKEN_ONLY = re.compile(_TOKEN)
 # RFC 7692 section 7.1.2: a decimal integer from 8 to 15, no leading zeros.
 _WINDOW_BITS = re.compile(r"8|9|1[0-5]")
 
@@ -87,7 +88,7 @@ def _parse_parameters(text: str) -> Parameters:
         if raw is not None and raw.startswith('"'):
             raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
             # RFC 6455 section 9.1: a quoted value must still be a token.
-            if not _TOKEN_ONLY.fullmatch(raw):
+            if not TOKEN.fullmatch(raw):
                 raise NegotiationError(f"the quoted value of {name} is not a token: {raw!r}")
         parameters.append((name, raw))
     return parameters

@@ -41,6 +41,8 @@ else:
         from anynet import _cython_shim as cython
 
 from anynet._events import (
+    MAX_CLOSE_REASON,
+    MAX_CONTROL_PAYLOAD,
     OP_BINARY,
     OP_CLOSE,
     OP_CONTINUATION,
@@ -52,6 +54,7 @@ from anynet._events import (
     Pong,
     ProtocolError,
 )
+from anynet._ws_options import DEFAULT_MAX_MESSAGE_SIZE
 
 if TYPE_CHECKING:
     from anynet._deflate import Inflater
@@ -63,12 +66,6 @@ __all__ = ["FrameReader", "FrameWriter", "Utf8Validator", "apply_mask", "validat
 Buffer = Union[bytes, bytearray, memoryview]
 Event = Union[bytes, str, Ping, Pong, Close, ProtocolError]
 
-#: Default limit on the size of one message (and so of one data frame).
-DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
-#: RFC 6455 5.5: control frames carry at most 125 bytes.
-MAX_CONTROL_PAYLOAD = 125
-#: A close payload is a 2-byte code plus the reason.
-MAX_CLOSE_REASON = MAX_CONTROL_PAYLOAD - 2
 #: Size of a receive buffer allocated for an ordinary read: room for a 64 KiB
 #: frame and what follows it, and below the 128 KiB from which glibc's malloc
 #: maps every block afresh (the buffer is freed whenever it is drained).
@@ -512,8 +509,11 @@ class FrameReader:
         "_utf8_state",
         "_inflater",
         "_compressed",
+        "_seek_skip",
+        "_seek_pending",
         "failed",
         "closed",
+        "seeking",
     )
 
     def __init__(
@@ -572,6 +572,14 @@ class FrameReader:
         self.failed = False
         #: A Close was reported, or ``stop()`` called; further input is ignored.
         self.closed = False
+        # Where the frame boundaries stand while the reader looks only for
+        # the peer's Close (see seek_close): the bytes of the current frame
+        # still to drop, and the start of the next frame that has arrived.
+        # A failure that leaves the boundaries known records them here.
+        self._seek_skip: Optional[int] = None
+        self._seek_pending = b""
+        #: Input is scanned for the peer's Close only (see seek_close()).
+        self.seeking = False
 
     def __dealloc__(self) -> None:
         # Compiled build only: Python calls no __dealloc__.
@@ -589,15 +597,60 @@ class FrameReader:
     def stop(self) -> None:
         """Parse nothing more: drop what is buffered, and ignore further input."""
         self.closed = True
+        self.seeking = False
+        self._seek_skip = None
+        self._seek_pending = b""
         self._payload = None
         self._release()
         self._drop_message()
 
+    def seek_close(self) -> Optional[List[Event]]:
+        """From now on look only for the peer's Close frame, if that is possible.
+
+        After we sent our Close (we failed the connection, say), the peer may
+        still be sending: the rest of an oversized message, then its answer
+        to our Close. Reading on frame by frame, dropping every data frame
+        and keeping no payload, finds that answer, so that the closing
+        handshake completes instead of TCP ending with the peer's bytes
+        unread. The Close (or a ProtocolError for a malformed one) is
+        reported by ``buffer_updated``/``feed`` as usual, or returned here if
+        its bytes arrived already. Possible while the frame boundaries are
+        known: not after a Close, ``stop()``, or a violation of the framing
+        itself (1002); then this is ``stop()`` and returns None.
+        """
+        events: List[Event] = []
+        if self.seeking:
+            return events
+        skip = self._seek_skip
+        pending = self._seek_pending
+        if self.closed or (self.failed and skip is None):
+            self.stop()
+            return None
+        if not self.failed:
+            skip = 0
+            if self._payload is not None:
+                skip = len(self._payload) - self._payload_filled
+            elif self._frame_size:
+                skip = self._frame_size - (self._end - self._start)
+            elif self._end > self._start:
+                # Not even a whole header yet: those bytes begin the next frame.
+                pending = _payload(self._buffer, self._start, self._end - self._start, -1)
+        self.stop()
+        self.closed = False
+        self.failed = True
+        self.seeking = True
+        self._seek_skip = skip
+        if pending:
+            self._seek(pending, events)
+        return events
+
     def feed(self, data: Buffer) -> List[Event]:
         """Parse ``data`` after any incomplete frame kept from earlier calls."""
-        if self.failed or self.closed:
-            return []
         events: List[Event] = []
+        if self.failed or self.closed:
+            if self.seeking:
+                self._seek(bytes(data), events)
+            return events
         if cython.compiled:
             view = cython.declare(Py_buffer)
             PyObject_GetBuffer(data, cython.address(view), PyBUF_SIMPLE)
@@ -656,6 +709,8 @@ class FrameReader:
         """Parse the ``nbytes`` just written into the space from ``get_buffer()``."""
         events: List[Event] = []
         if self.failed or self.closed:
+            if self.seeking and 0 < nbytes <= DISCARD_SIZE:
+                self._seek(_payload(_discarded, 0, nbytes, -1), events)
             return events
         if self._payload is not None:
             if not 0 <= nbytes <= len(self._payload) - self._payload_filled:
@@ -842,6 +897,11 @@ class FrameReader:
             if opcode < OP_CLOSE and self._has_limit:
                 limit = self._compressed_limit if first & 0x40 or self._compressed else self._limit
                 if length > limit - self._message_size:
+                    frame_size = header_size + length + (4 if masked_bit else 0)
+                    if frame_size > available:
+                        self._resync(frame_size - available, data, end, end)
+                    else:
+                        self._resync(0, data, pos + frame_size, end)
                     return self._fail(events, 1009, "message too big")
             if masked_bit:
                 header_size += 4
@@ -870,6 +930,7 @@ class FrameReader:
                 if opcode == OP_TEXT:
                     message = _text(data, payload_start, size, key)
                     if message is None:
+                        self._resync(0, data, pos, end)
                         return self._fail(events, 1007, "invalid UTF-8 in a text message")
                     events.append(message)
                 else:
@@ -878,6 +939,7 @@ class FrameReader:
                 if first & 0x40:
                     self._compressed = True
                 if not self._fragment(events, opcode, data, payload_start, size, key, fin, 0):
+                    self._resync(0, data, pos, end)
                     return 0
 
     def _check_text_prefix(self, events: List[Event]) -> None:
@@ -908,6 +970,7 @@ class FrameReader:
                 return
         self._utf8_state = _validate(self._utf8_state, self._buffer, payload + done, arrived - done)
         if self._utf8_state == ANYNET_UTF8_REJECT:
+            self._resync(self._frame_size - (self._end - self._start), self._buffer, self._end, self._end)
             self._fail(events, 1007, "invalid UTF-8 in a text message")
 
     def _finish_text_frame(self, events: List[Event]) -> None:
@@ -923,7 +986,8 @@ class FrameReader:
         self._text_done = 0
         self._start += self._frame_size
         if not (fin and opcode == OP_TEXT):
-            self._fragment(events, opcode, buffer, payload, size, key, fin, done)
+            if not self._fragment(events, opcode, buffer, payload, size, key, fin, done):
+                self._resync(0, buffer, self._start, self._end)
             return
         # A whole message in one frame: decoding it validates the rest.
         if key >= 0:
@@ -931,6 +995,7 @@ class FrameReader:
         self._utf8_state = ANYNET_UTF8_ACCEPT
         message = _decode_utf8(buffer, payload, size)
         if message is None:
+            self._resync(0, buffer, self._start, self._end)
             self._fail(events, 1007, "invalid UTF-8 in a text message")
         else:
             events.append(message)
@@ -1009,6 +1074,80 @@ class FrameReader:
         self.closed = True
         self._drop_message()
         return 0
+
+    def _resync(self, skip: int, data: Memory, start: int, end: int) -> int:
+        """Note, as a failure leaves them, where the frames go on: ``skip``
+        more bytes of the failed frame, then the bytes ``data[start:end]``
+        (see seek_close)."""
+        self._seek_skip = skip
+        self._seek_pending = _payload(data, start, end - start, -1) if end > start else b""
+        return 0
+
+    def _seek(self, data: bytes, events: List[Event]) -> None:
+        """Scan ``data`` for the peer's Close frame, dropping every other frame
+        (see seek_close). Only a header, or a Close frame of at most 139
+        bytes, is ever kept between calls."""
+        pending = self._seek_pending + data if self._seek_pending else data
+        skip: int = self._seek_skip  # type: ignore[assignment]  # set while seeking
+        pos = 0
+        end = len(pending)
+        while True:
+            if skip:
+                if skip >= end - pos:
+                    self._seek_skip = skip - (end - pos)
+                    self._seek_pending = b""
+                    return
+                pos += skip
+                skip = 0
+            if end - pos < 2:
+                break
+            first = pending[pos]
+            second = pending[pos + 1]
+            opcode = first & 0x0F
+            length = second & 0x7F
+            if (
+                first & 0x70
+                or OP_BINARY < opcode < OP_CLOSE
+                or opcode > OP_PONG
+                or second & 0x80 != self._masked_bit
+                or (opcode >= OP_CLOSE and (length > MAX_CONTROL_PAYLOAD or not first & 0x80))
+            ):
+                # Not a frame boundary after all: nothing more can be found.
+                self.stop()
+                events.append(ProtocolError(1002, "no valid frame after the failure"))
+                return
+            header_size = 2
+            if length == 126:
+                header_size = 4
+            elif length == 127:
+                header_size = 10
+            if self._masked_bit:
+                header_size += 4
+            if end - pos < header_size:
+                break
+            if length == 126:
+                length = (pending[pos + 2] << 8) | pending[pos + 3]
+            elif length == 127:
+                length = int.from_bytes(pending[pos + 2 : pos + 10], "big")
+            if opcode != OP_CLOSE:
+                pos += header_size
+                skip = length
+                continue
+            if end - pos < header_size + length:
+                break
+            payload = pending[pos + header_size : pos + header_size + length]
+            if self._masked_bit:
+                payload = apply_mask(payload, pending[pos + header_size - 4 : pos + header_size])
+            self.seeking = False
+            self._seek_skip = None
+            self._seek_pending = b""
+            self.failed = False
+            self._close(events, payload)
+            if not self.closed:
+                self.stop()
+            return
+        self._seek_skip = 0
+        self._seek_pending = pending[pos:]
 
 
 def _check_frame(opcode: int, length: int, fin: bool) -> None:

@@ -116,8 +116,11 @@ cdef class FrameReader:
         int _utf8_state
         object _inflater
         bint _compressed
+        object _seek_skip
+        bytes _seek_pending
         readonly bint failed
         readonly bint closed
+        readonly bint seeking
 
     cpdef object get_buffer(self, Py_ssize_t sizehint)
     cpdef list buffer_updated(self, Py_ssize_t nbytes)
@@ -155,6 +158,7 @@ cdef class FrameReader:
     cdef bint _inflate(self, list events, unsigned int opcode, object payload) except -1
     @cython.locals(size=Py_ssize_t, code=cython.uint)
     cdef Py_ssize_t _close(self, list events, bytes payload) except -1
+    cdef int _resync(self, uint64_t skip, const unsigned char *data, Py_ssize_t start, Py_ssize_t end) except -1
 
 
 @cython.final

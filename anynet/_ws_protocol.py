@@ -3,8 +3,8 @@
 ``WebSocketClient`` is both the ``asyncio.BufferedProtocol`` that the
 transport drives and the object the application calls ``send``/``recv`` on.
 Keeping them one object keeps the hot path short, and the per-message part
-of it is the base class, ``ConnectionCore`` (compiled, or its pure-Python
-twin): a read is one call that parses, queues the messages and resumes the
+of it is the base class, ``ConnectionCore`` (one source, compiled or run as
+plain Python): a read is one call that parses, queues the messages and resumes the
 task waiting for them, and a ``recv`` with a message waiting is a deque pop
 that never suspends. This module adds everything else: the connection's
 life cycle, control frames, closing, pings and keepalive, large frames.
@@ -57,6 +57,7 @@ from anynet._events import (
     CLOSE_NO_STATUS,
     CLOSE_NORMAL,
     CLOSE_TRY_AGAIN_LATER,
+    MAX_CLOSE_REASON,
     OP_BINARY,
     OP_PING,
     OP_PONG,
@@ -86,8 +87,6 @@ _MAX_COPIED_SERVER_PAYLOAD = 256 * 1024
 _MAX_HEADER_SIZE = 14
 # send_nowait() buffers up to this many times write_limit (see _check_send_bound).
 SEND_NOWAIT_BOUND = 4
-# RFC 6455 section 5.5: a Close frame carries a 2-byte code and 123 bytes of reason.
-_MAX_CLOSE_REASON = 123
 
 
 class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
@@ -679,26 +678,33 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
 
         The peer may still be sending (the rest of an oversized message, say).
         A socket closed with unread bytes makes the kernel send a reset, which
-        can overtake our Close frame, and the peer never learns the code. So,
-        as RFC 6455 7.1.1 has it, the server half-closes (a client leaves that
-        to the server), and both read on and discard whatever still arrives,
-        into space that costs nothing, until the peer's EOF closes the
-        transport (``eof_received``), or for at most ``disconnect_timeout``.
+        can overtake our Close frame, and the peer never learns the code. So
+        both sides read on, into space that costs nothing. While the frame
+        boundaries are known (a message over the size limit, a keepalive
+        timeout), the reader drops every frame but the peer's Close, and
+        that Close completes the closing handshake as usual: a proxy in
+        between (nginx) then passes the peer's answer on before TCP ends.
+        Otherwise, as RFC 6455 7.1.1 has it, the server half-closes (a
+        client leaves that to the server) and everything that still arrives
+        is dropped until the peer's EOF closes the transport
+        (``eof_received``). Either way for at most ``disconnect_timeout``.
         A TLS transport cannot half-close: there the peer, having read our
         Close, ends the connection, or the bound does.
         """
-        self._reader.stop()
+        found = self._reader.seek_close()
         self._stop_keepalive()
         _wake(self._drainers)
         self._flush()
         transport = self._transport
         if transport is None or self._transport_lost or transport.is_closing():
             return
-        if not self._is_client and transport.can_write_eof():
+        if found is None and not self._is_client and transport.can_write_eof():
             transport.write_eof()
         if self._reading_paused:
             self._resume_reading()
         self._arm_close_timer()
+        for event in found or ():
+            self._control_event(event)
 
     def _close_now(self, code: int, reason: str) -> None:
         """Send a Close with ``code`` if still open, and close TCP without waiting."""
@@ -800,6 +806,6 @@ def _wake(waiters: List[asyncio.Future[None]]) -> None:
 
 def _truncate_reason(reason: str) -> str:
     encoded = reason.encode("utf-8")
-    if len(encoded) <= _MAX_CLOSE_REASON:
+    if len(encoded) <= MAX_CLOSE_REASON:
         return reason
-    return encoded[:_MAX_CLOSE_REASON].decode("utf-8", "ignore")
+    return encoded[:MAX_CLOSE_REASON].decode("utf-8", "ignore")

@@ -336,6 +336,8 @@ def unix_serve(
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
+    if "reuse_port" in limits:
+        raise TypeError("reuse_port is an option of TCP servers: give each process its own socket")
     return _server(handler, UnixAddress(os.fspath(path)), context, ServerLimits(**limits), backlog)
 
 

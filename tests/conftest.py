@@ -42,7 +42,7 @@ def deflate(request):
     return importlib.import_module(_DEFLATE_MODULES[request.param])
 
 
-_CORE_MODULES = {"compiled": "anynet._speedups", "python": "anynet._connection_core"}
+_CORE_MODULES = {"compiled": "anynet._connection_core_c", "python": "anynet._connection_core"}
 
 
 @pytest.fixture(params=FRAMING_BACKENDS)
