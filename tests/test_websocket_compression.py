@@ -17,7 +17,7 @@ from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFact
 from anynet import websocket
 from anynet._deflate_negotiation import DeflateParameters
 from anynet.websocket import PerMessageDeflate
-from rawpeer import masked_frame, read_head, upgrade_request
+from rawpeer import masked_frame, read_head, read_whole_frame, upgrade_request
 from support import TIMEOUT, echo, url_of
 
 GAME_STATE = json.dumps({"players": [{"id": i, "x": i * 1.5, "y": 2.0 * i, "hp": 100} for i in range(20)]})
@@ -115,19 +115,9 @@ async def raw_client(server, extensions="permessage-deflate; client_max_window_b
     return reader, writer, headers.get("sec-websocket-extensions")
 
 
-async def read_frame_with_rsv(reader):
-    first, second = await asyncio.wait_for(reader.readexactly(2), TIMEOUT)
-    length = second & 0x7F
-    if length == 126:
-        (length,) = struct.unpack("!H", await reader.readexactly(2))
-    elif length == 127:
-        (length,) = struct.unpack("!Q", await reader.readexactly(8))
-    return first, await reader.readexactly(length)
-
-
 async def close_code(reader) -> int:
     while True:
-        first, payload = await read_frame_with_rsv(reader)
+        first, payload = await read_whole_frame(reader)
         if first & 0x0F == 0x8:
             return struct.unpack("!H", payload[:2])[0]
 
@@ -150,13 +140,13 @@ async def test_what_the_server_sends_on_the_wire():
     async with websocket.serve(handler, "127.0.0.1", 0) as server:
         reader, writer, answer = await raw_client(server)
         assert answer == "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
-        first, payload = await read_frame_with_rsv(reader)
+        first, payload = await read_whole_frame(reader)
         assert first == 0xC1 and len(payload) < len(GAME_STATE) // 2
         assert inflate(payload) == GAME_STATE.encode()
-        assert await read_frame_with_rsv(reader) == (0x81, b"tiny")
-        assert await read_frame_with_rsv(reader) == (0x82, GAME_STATE.encode())
-        assert await read_frame_with_rsv(reader) == (0x81, GAME_STATE.encode())
-        first, payload = await read_frame_with_rsv(reader)
+        assert await read_whole_frame(reader) == (0x81, b"tiny")
+        assert await read_whole_frame(reader) == (0x82, GAME_STATE.encode())
+        assert await read_whole_frame(reader) == (0x81, GAME_STATE.encode())
+        first, payload = await read_whole_frame(reader)
         assert first == 0x89  # control frames are never compressed
         writer.write(masked_frame(0xA, payload))
         sent.set_result(None)
