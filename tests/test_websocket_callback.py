@@ -262,7 +262,7 @@ async def test_a_peer_that_does_not_read_its_answers_stops_being_read():
     # end up waiting, and the server's buffer stays bounded. Once the client
     # reads again, everything flows.
     write_limit = 32 * 1024
-    chunk = os.urandom(16 * 1024)  # incompressible, as above
+    chunk = b"y" * 16 * 1024
     count = 2000  # 32 MiB: more than the socket buffers of both sides hold
     server_side = asyncio.get_running_loop().create_future()
 
@@ -274,8 +274,11 @@ async def test_a_peer_that_does_not_read_its_answers_stops_being_read():
         while not condition():
             await asyncio.sleep(0.01)
 
-    async with anynet_server(handler, write_limit=write_limit) as url:
-        async with websocket.connect(url, max_queue=1, write_limit=write_limit) as client:
+    # Flow control alone: compression off, so that 32 MiB is 32 MiB.
+    async with anynet_server(handler, write_limit=write_limit, compression=None) as url:
+        async with websocket.connect(
+            url, max_queue=1, write_limit=write_limit, compression=None, ping_interval=None
+        ) as client:
             sending = asyncio.ensure_future(send_all(client, [chunk] * count))
             server = await asyncio.wait_for(server_side, TIMEOUT)
             both_stuck = lambda: server._reading_paused and client._writing_paused  # noqa: E731
