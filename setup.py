@@ -59,11 +59,12 @@ def _extensions():
         return []
     from Cython.Build import cythonize
 
-    def extension(name, *sources):
+    def extension(name, *sources, libraries=()):
         return Extension(
             name,
             sources=list(sources),
             include_dirs=["src"],
+            libraries=list(libraries),
             # Sizes meet frame lengths (uint64_t) in comparisons where both
             # are known to be non-negative.
             extra_compile_args=[] if sys.platform == "win32" else ["-O3", "-Wno-sign-compare"],
@@ -71,10 +72,12 @@ def _extensions():
 
     # Each module is one source for both builds: the same .py file, compiled
     # under another name, takes its C types from the .pxd of that name alone
-    # (annotations are for the type checker).
+    # (annotations are for the type checker). Compression calls zlib's C API.
+    zlib = "zlib" if sys.platform == "win32" else "z"
     return cythonize(
         [
             extension("anynet._framing_c", "anynet/_framing.py", "src/mask.c", "src/utf8.c"),
+            extension("anynet._deflate_c", "anynet/_deflate.py", "src/deflate.c", libraries=[zlib]),
             extension("anynet._connection_core_c", "anynet/_connection_core.py"),
         ],
         language_level=3,

@@ -30,6 +30,7 @@ import weakref
 from typing import (
     TYPE_CHECKING,
     Any,
+    Hashable,
     Callable,
     Dict,
     List,
@@ -42,6 +43,8 @@ from typing import (
 from anynet import tls
 from anynet._backend import (
     ConnectionCore,
+    Deflater,
+    Inflater,
     FrameReader,
     FrameWriter,
     buffer_exported,
@@ -65,9 +68,10 @@ from anynet._events import (
 )
 from anynet._http_address import host_port
 from anynet._ws_errors import ConnectionClosed, closed_error
-from anynet._ws_options import ConnectionOptions
+from anynet._ws_options import ConnectionOptions, deflate_settings
 
 if TYPE_CHECKING:
+    from anynet._deflate_negotiation import DeflateParameters
     from anynet.http import HTTPRequest
 
 # The logger of anynet.websocket, whose handlers' errors are logged the same way.
@@ -120,6 +124,8 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
     __slots__ = (
         "subprotocol",
         "request",
+        "deflate",
+        "_inflater",
         "data",
         "_is_client",
         "_options",
@@ -149,10 +155,26 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         options: ConnectionOptions,
         subprotocol: Optional[str] = None,
         request: Optional[HTTPRequest] = None,
+        deflate: Optional[DeflateParameters] = None,
     ) -> None:
+        inflater = deflater = None
+        compress_min = 0
+        if deflate is not None:
+            settings = deflate_settings(options, is_client)
+            assert settings is not None, "permessage-deflate agreed on while it is off"
+            inflater = Inflater(*deflate.decompressor(is_client), options.max_message_size)
+            deflater = Deflater(*deflate.compressor(is_client), settings.level)
+            compress_min = settings.min_size
         super().__init__(
-            FrameReader(is_client, options.max_message_size), FrameWriter(is_client), options
+            FrameReader(is_client, options.max_message_size, inflater),
+            FrameWriter(is_client),
+            options,
+            deflater,
+            compress_min,
         )
+        #: The permessage-deflate parameters agreed on (None: no compression).
+        self.deflate = deflate
+        self._inflater = inflater
         self.subprotocol = subprotocol
         self.request = request
         self.data: Any = None
@@ -318,14 +340,26 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         """Whether more than ``write_limit`` bytes wait in the transport."""
         return self._writing_paused
 
-    def _masks_frames(self) -> bool:
-        """Whether every frame needs a mask of its own (the client side)."""
-        return self._is_client
+    def _frame_sharing_key(self, size: int) -> Optional[Hashable]:
+        """What makes the frame of a message of ``size`` bytes the same for
+        another connection, or None if it is this connection's alone: a
+        client's frame has a mask of its own, and a compressor that keeps its
+        context between messages compresses for one connection only."""
+        if self._is_client:
+            return None
+        deflater = self._deflater
+        if deflater is None or size < self._compress_min:
+            return False  # the plain frame
+        if not deflater.no_context_takeover:
+            return None
+        return (deflater.window_bits, deflater.level, deflater.mem_level)
 
     def _encode_frame(
         self, opcode: int, payload: Union[bytes, bytearray, memoryview, str]
     ) -> bytes:
-        """One complete frame for this connection."""
+        """One complete frame for this connection, compressed as ``send`` would."""
+        if len(payload) >= self._compress_min:
+            return self._compressed_frame(opcode, payload)
         return self._writer.encode(opcode, payload)
 
     def _unsent_bytes(self) -> int:
@@ -399,6 +433,12 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
             self._close_timer.cancel()
             self._close_timer = None
         self._pending = None
+        # A connection that kept its compression context frees it now, not
+        # whenever the application lets go of the connection object.
+        if self._deflater is not None:
+            self._deflater.close()
+        if self._inflater is not None:
+            self._inflater.close()
         _wake(self._drainers)
         waiters, self._closed_waiters = self._closed_waiters, None
         if waiters:

@@ -170,6 +170,7 @@ async def anynet_server(secure: bool = False) -> AsyncIterator[int]:
         tls_context() if secure else None,
         max_message_size=LARGEST_MESSAGE,
         ping_interval=None,
+        compression=None,
     ) as server:
         yield server.local_address()[1]
 
@@ -403,6 +404,7 @@ class AnynetClient:
             self._context,
             max_message_size=LARGEST_MESSAGE,
             ping_interval=None,
+            compression=None,
         ) as client:
             yield AsyncAPIConnection(client.send, client.recv)
 

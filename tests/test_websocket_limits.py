@@ -11,7 +11,8 @@ from anynet import websocket
 from rawpeer import accept_upgrade, close_code, masked_frame, raw_upgrade, read_frame
 from support import TIMEOUT, url_of
 
-CHUNK = b"c" * 16 * 1024
+# Random, so that compression (on by default) leaves it as large.
+CHUNK = os.urandom(16 * 1024)
 
 
 async def send_until_blocked(client, message, limit=100_000):
