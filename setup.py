@@ -1,4 +1,6 @@
-"""Builds the optional compiled framing core, ``anynet._speedups``.
+"""Builds the optional extensions: the compiled framing ``anynet._framing_c``
+(from the same source as the pure-Python ``anynet/_framing.py``) and the
+compiled connection core ``anynet._speedups``.
 
 The extension is optional so that anynet installs everywhere:
 
@@ -56,20 +58,32 @@ def _extensions():
         return []
     from Cython.Build import cythonize
 
-    extension = Extension(
-        "anynet._speedups",
-        sources=["anynet/_speedups.pyx", "src/mask.c", "src/utf8.c"],
-        include_dirs=["src"],
-        extra_compile_args=[] if sys.platform == "win32" else ["-O3"],
-    )
+    def extension(name, *sources):
+        return Extension(
+            name,
+            sources=list(sources),
+            include_dirs=["src"],
+            # Sizes meet frame lengths (uint64_t) in comparisons where both
+            # are known to be non-negative.
+            extra_compile_args=[] if sys.platform == "win32" else ["-O3", "-Wno-sign-compare"],
+        )
+
+    # The framing is one source for both builds: the same .py file, compiled
+    # under another name, takes its C types from anynet/_framing_c.pxd alone
+    # (annotations are for the type checker).
     return cythonize(
-        [extension],
+        [
+            extension("anynet._framing_c", "anynet/_framing.py", "src/mask.c", "src/utf8.c"),
+            extension("anynet._speedups", "anynet/_speedups.pyx"),
+        ],
         language_level=3,
         compiler_directives={
             "boundscheck": False,
             "wraparound": False,
             "cdivision": True,
             "initializedcheck": False,
+            "freethreading_compatible": True,
+            "annotation_typing": False,
         },
     )
 

@@ -1,22 +1,25 @@
 """The one place that chooses the implementation of the hot path.
 
-The compiled ``anynet._speedups`` is used when it was built; the pure-Python
-``anynet._framing`` and ``anynet._connection_core`` otherwise, or whenever
-``ANYNET_NO_EXTENSIONS`` is set to anything but ``0`` at import time. The
-two sides export the same names.
+The framing is one source, ``anynet/_framing.py``: compiled, it is
+``anynet._framing_c``; the connection core is compiled into
+``anynet._speedups`` beside the pure-Python ``anynet._connection_core``. The
+compiled modules are used when they were built; the pure-Python ones
+otherwise, or whenever ``ANYNET_NO_EXTENSIONS`` is set to anything but ``0``
+at import time. The two sides export the same names.
 """
 
 import os
+from typing import TYPE_CHECKING
 
 EXTENSIONS_DISABLED = os.environ.get("ANYNET_NO_EXTENSIONS", "") not in ("", "0")
 
-if EXTENSIONS_DISABLED:
+if TYPE_CHECKING or EXTENSIONS_DISABLED:
     from anynet import _connection_core as core
     from anynet import _framing as framing
 else:
     try:
-        from anynet import _speedups as framing  # type: ignore[no-redef]
-        from anynet import _speedups as core  # type: ignore[no-redef]
+        from anynet import _framing_c as framing
+        from anynet import _speedups as core
     except ImportError:
         from anynet import _connection_core as core
         from anynet import _framing as framing

@@ -3,6 +3,7 @@ server, a client and a quick benchmark, for poking at WebSocket endpoints
 from a terminal.
 
     anynet serve --port 8765
+    anynet serve --port 8765 --workers 4 --redis redis://127.0.0.1:6379
     anynet connect ws://127.0.0.1:8765/
     anynet bench --clients 10 --messages 2000
 
@@ -18,8 +19,11 @@ import asyncio
 import contextlib
 import importlib.machinery
 import logging
+import multiprocessing
 import os
+import queue
 import signal
+import socket
 import sys
 import time
 from typing import (
@@ -37,7 +41,7 @@ from typing import (
 )
 
 import anynet
-from anynet import __version__, tls, websocket
+from anynet import __version__, pubsub, tls, websocket
 from anynet._backend import BACKEND, EXTENSIONS_DISABLED
 from anynet._ws_errors import NORMAL_CLOSE_CODES
 from anynet._ws_options import DEFAULT_MAX_MESSAGE_SIZE
@@ -129,6 +133,29 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         help="log debugging detail too",
     )
     serve.set_defaults(log_level=logging.INFO)
+    rooms = serve.add_argument_group(
+        "rooms and workers",
+        "A client that connects with ?room=NAME joins room NAME: what it sends goes to every member "
+        "of the room, itself included, instead of being echoed.",
+    )
+    rooms.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="run N worker processes on the port (reuse_port); rooms span them with --redis (default 1)",
+    )
+    rooms.add_argument(
+        "--redis",
+        metavar="URL",
+        help="share rooms through this Redis (redis://host:port, unix:///path) instead of in-process only",
+    )
+    rooms.add_argument(
+        "--policy",
+        choices=["reliable", "skip"],
+        default="reliable",
+        help="for a member that does not keep up: close it with 1013 past its backlog, or skip it (default reliable)",
+    )
     _add_limit_flags(serve)
 
     connect = commands.add_parser(
@@ -263,21 +290,119 @@ class _Outgoing(NamedTuple):
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(message)s")
     context = None
     if args.certificate or args.key:
         if not (args.certificate and args.key):
             sys.exit("serve: --certificate and --key go together")
-        context = tls.TLSContext()
-        chain = tls.load_certificate_chain(args.certificate)
-        context.set_certificate_chain(chain, tls.TLSPrivateKey.load(args.key, tls.TYPE_PEM))
+        # Loaded here, so that a bad file fails the command before any worker starts.
+        context = _server_context(args)
+    if args.redis is not None:
+        pubsub.RedisHub(args.redis)  # a bad URL fails here, once, not in every worker
+    if args.workers > 1 and args.redis is None:
+        _log_setup(args)
+        log.warning("without --redis, each worker's rooms reach its own clients only")
+    if args.workers == 1:
+        return await _serve_worker(args, context)
+    if args.port == 0:
+        # Every worker must listen on the same port: choose it here.
+        args.port = _free_port(args.host)
+    stop = asyncio.Event()
+    _on_signals(stop.set)
+    spawn = multiprocessing.get_context("spawn")
+    ready = spawn.Queue()
+    workers = [
+        spawn.Process(target=_worker_main, args=(args, ready), daemon=True) for _ in range(args.workers)
+    ]
+    for worker in workers:
+        worker.start()
+    loop = asyncio.get_running_loop()
+    if not await loop.run_in_executor(None, _all_ready, workers, ready):
+        for worker in workers:
+            worker.terminate()
+        return 1
+    scheme = "wss" if context else "ws"
+    shared = f", rooms shared through {args.redis}" if args.redis else ""
+    print(
+        f"anynet echo server on {scheme}://{_host_in_url(args.host)}:{args.port}{args.path}"
+        f" ({args.workers} workers{shared})",
+        flush=True,
+    )
+    exited = asyncio.ensure_future(
+        asyncio.wait(
+            [loop.run_in_executor(None, worker.join) for worker in workers],
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+    )
+    # Until interrupted, or until a worker ends by itself (it failed): then all stop.
+    await asyncio.wait([exited, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+    for worker in workers:
+        if worker.is_alive():
+            worker.terminate()  # SIGTERM: the worker closes its connections with 1001
+    await asyncio.gather(*(loop.run_in_executor(None, worker.join) for worker in workers))
+    failed = [worker.exitcode for worker in workers if worker.exitcode not in (0, -signal.SIGTERM)]
+    return 1 if failed else 0
+
+
+def _all_ready(workers: List[Any], ready: Any) -> bool:
+    """Wait until every worker listens; False as soon as one has exited instead."""
+    for _ in workers:
+        while True:
+            try:
+                ready.get(timeout=0.1)
+                break
+            except queue.Empty:
+                if not all(worker.is_alive() for worker in workers):
+                    return False
+    return True
+
+
+def _worker_main(args: argparse.Namespace, ready: Any) -> None:
+    """A worker process of ``serve --workers N``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
+    serving = _serve_worker(args, _server_context(args), ready=ready)
+    if args.uvloop:
+        import uvloop
+
+        uvloop.run(serving)
+    else:
+        asyncio.run(serving)
+
+
+def _log_setup(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(message)s")
+
+
+def _server_context(args: argparse.Namespace) -> Optional[tls.TLSContext]:
+    if not args.certificate:
+        return None
+    context = tls.TLSContext()
+    chain = tls.load_certificate_chain(args.certificate)
+    context.set_certificate_chain(chain, tls.TLSPrivateKey.load(args.key, tls.TYPE_PEM))
+    return context
+
+
+async def _serve_worker(
+    args: argparse.Namespace, context: Optional[tls.TLSContext], ready: Any = None
+) -> int:
+    """One serving process: echo, and rooms on an in-process or Redis hub.
+    A worker of several tells ``ready`` (a queue) that it listens; a single
+    process prints its URL."""
+    _log_setup(args)
+    hub = pubsub.RedisHub(args.redis, policy=args.policy) if args.redis else pubsub.Hub(policy=args.policy)
 
     async def echo(client: websocket.WebSocketClient) -> None:
         peer = _address_text(client.remote_address())
-        log.info("%s connected to %s", peer, client.request.path if client.request else args.path)
+        path = client.request.path if client.request else args.path
+        room = client.request.params.get("room") if client.request else None
+        log.info("%s connected to %s%s", peer, path, f" (room {room})" if room else "")
         try:
-            async for message in client:
-                await _send_message(client, message)
+            if room:
+                await hub.subscribe(client, room)
+                async for message in client:
+                    await hub.publish(room, message)
+            else:
+                async for message in client:
+                    await _send_message(client, message)
         except websocket.ConnectionClosed:
             pass  # the close is logged below, with its code, like a normal one
         finally:
@@ -285,12 +410,24 @@ async def _serve(args: argparse.Namespace) -> int:
 
     stop = asyncio.Event()
     _on_signals(stop.set)
-    async with websocket.serve(echo, args.host, args.port, context, path=args.path, **_limits(args)) as server:
-        host, port = server.local_address()[:2]
-        scheme = "wss" if context else "ws"
-        print(f"anynet echo server on {scheme}://{_host_in_url(host)}:{port}{args.path}", flush=True)
+    reuse_port = args.workers > 1
+    async with hub, websocket.serve(
+        echo, args.host, args.port, context, path=args.path, reuse_port=reuse_port, **_limits(args)
+    ) as server:
+        if ready is not None:
+            ready.put(os.getpid())
+        else:
+            host, port = server.local_address()[:2]
+            scheme = "wss" if context else "ws"
+            print(f"anynet echo server on {scheme}://{_host_in_url(host)}:{port}{args.path}", flush=True)
         await stop.wait()
     return 0
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
 
 
 def _client_context(args: argparse.Namespace) -> Optional[tls.TLSContext]:

@@ -1,6 +1,6 @@
 # The compiled twin of anynet/_connection_core.py (see its docstring; the
 # comments there hold here too), part of anynet._speedups so that it calls
-# the reader and writer above as C functions. The behaviour is the
+# the compiled reader and writer as C functions. The behaviour is the
 # pure-Python class's; only the helpers that nothing outside the core calls
 # (_receiver, _next_message, _refuse_hopeless_wait, _send_frame,
 # _flush_pending, _dispatch, _deliver) are C functions.
@@ -78,7 +78,7 @@ cdef class ConnectionCore:
         self._write_limit = _clamped(options.write_limit)
 
     def get_buffer(self, Py_ssize_t sizehint):
-        return self._reader._free_space()
+        return self._reader.get_buffer(sizehint)
 
     # ------------------------------------------------------------------
     # Sending
@@ -95,7 +95,7 @@ cdef class ConnectionCore:
         if (cls is bytes or cls is bytearray) and len(data) >= _LARGE_PAYLOAD:
             self._write_large(OP_BINARY, data)
         else:
-            self._send_frame(self._writer._encode(_BINARY, data, True))
+            self._send_frame(self._writer.encode(_BINARY, data, True))
 
     async def send_text(self, data):
         """Send a text message. Waits while the send buffer is over ``write_limit``."""
@@ -107,7 +107,7 @@ cdef class ConnectionCore:
             raise self._closed_exception()
         if self._writing_paused:
             await self._wait_for_writing()
-        self._send_frame(self._writer._encode(_TEXT, data, True))
+        self._send_frame(self._writer.encode(_TEXT, data, True))
 
     def send_nowait(self, data):
         """Send a binary message now, without waiting; see ``set_message_callback``."""
@@ -123,7 +123,7 @@ cdef class ConnectionCore:
         if (cls is bytes or cls is bytearray) and len(data) >= _LARGE_PAYLOAD:
             self._write_large(OP_BINARY, data)
         else:
-            self._send_frame(self._writer._encode(_BINARY, data, True))
+            self._send_frame(self._writer.encode(_BINARY, data, True))
 
     def send_text_nowait(self, data):
         """Send a text message now, without waiting; see ``set_message_callback``."""
@@ -135,7 +135,7 @@ cdef class ConnectionCore:
             raise self._closed_exception()
         if self._writing_paused:
             self._check_send_bound()
-        self._send_frame(self._writer._encode(_TEXT, data, True))
+        self._send_frame(self._writer.encode(_TEXT, data, True))
 
     def _write(self, bytes data):
         self._send_frame(data)
@@ -220,7 +220,7 @@ cdef class ConnectionCore:
                 raise StopAsyncIteration from None
 
     def buffer_updated(self, Py_ssize_t nbytes):
-        cdef list events = self._reader._updated(nbytes)
+        cdef list events = self._reader.buffer_updated(nbytes)
         cdef list receivers
         if not events:
             return

@@ -40,9 +40,13 @@ FAILURE_PENDING = "FAILURE_PENDING"
 # We sent our Close and read on until the peer's arrives.
 CLOSE_SENT = "CLOSE_SENT"
 # We failed the connection (or went away without waiting): our Close is sent,
-# and whatever still arrives is discarded until the peer ends TCP, so that
-# unread bytes do not make the kernel reset the connection before the peer
-# has read the Close (RFC 6455 7.1.1, "discarding any trailing bytes").
+# and we read on without keeping anything, so that unread bytes do not make
+# the kernel reset the connection before the peer has read the Close. While
+# the frame boundaries are known, the reader drops every frame but the
+# peer's Close, which completes the handshake as usual (a proxy in between
+# then passes it on before TCP ends); once they are lost (a violation of the
+# framing itself), everything is discarded until the peer ends TCP, after
+# the server's half-close (RFC 6455 7.1.1, "discarding any trailing bytes").
 DRAINING = "DRAINING"
 # No frame goes either way any more; TCP is ending. The server closes it
 # first (RFC 6455 7.1.1); a client waits for that.
@@ -68,18 +72,19 @@ CLOSE_RECEIVED = "CLOSE_RECEIVED"  # the peer's Close frame
 FAIL = "FAIL"  # end it at once and cleanly: a protocol error, a keepalive timeout, going away
 FAIL_LATER = "FAIL_LATER"  # a protocol error behind messages not read yet
 FAILURE_DUE = "FAILURE_DUE"  # the application came back to read past them
+FRAMES_LOST = "FRAMES_LOST"  # while draining: no frame boundary can be trusted any more
 ABORT_REQUESTED = "ABORT_REQUESTED"  # close(): drop TCP, no handshake
 TIMER_FIRED = "TIMER_FIRED"  # disconnect_timeout passed since the timer was armed
 TRANSPORT_LOST = "TRANSPORT_LOST"
 
 # ----------------------------------------------------------------------
-# Actions, for the I/O shell to perform in order. Those marked "shell"
-# carry nothing; SEND_CLOSE comes with the frame's bytes.
+# Actions, for the I/O shell to perform in order. Only SEND_CLOSE carries
+# something: the frame's bytes.
 
 SEND_CLOSE = "SEND_CLOSE"  # write our Close frame
 FLUSH = "FLUSH"  # write the frames held back for batching
 STOP_RECEIVING = "STOP_RECEIVING"  # no message can arrive: wake receivers, fail pings
-DISCARD_INPUT = "DISCARD_INPUT"  # the frame reader parses nothing more and keeps nothing
+SEEK_CLOSE = "SEEK_CLOSE"  # the reader drops all but the peer's Close (FRAMES_LOST if it cannot)
 BOUND_QUEUE = "BOUND_QUEUE"  # queue at most max_queue messages (see _ws_protocol)
 STOP_KEEPALIVE = "STOP_KEEPALIVE"
 WAKE_SENDERS = "WAKE_SENDERS"  # senders waiting for the buffer to drain learn it is closed
@@ -95,28 +100,25 @@ WAKE_CLOSED_WAITERS = "WAKE_CLOSED_WAITERS"  # disconnect()/wait_closed() return
 _SET_CODE = "_SET_CODE"  # the event's code is the connection's close code, if none is yet
 
 # What each role does once neither side sends frames any more: the server
-# closes TCP; the client leaves that to the server (so that the server's side,
-# which the TIME_WAIT state then falls to, can accept new connections), within
-# the bound. The table below writes _END_TCP and _DRAIN for these.
+# closes TCP; the client leaves that to the server, within the bound, so that
+# the server holds the TIME_WAIT state, which would keep a client from
+# reconnecting from the same port (RFC 6455 7.1.1). Once no frame can be found in what arrives, the server
+# half-closes to tell the peer to end its side. The table below writes
+# _END_TCP and _HALF_CLOSE for these.
 _END_TCP = "_END_TCP"
-_DRAIN = "_DRAIN"
+_HALF_CLOSE = "_HALF_CLOSE"
 _ROLE_ACTIONS = {
-    # is_client: actions
+    # (is_client, placeholder): actions
     (False, _END_TCP): (FLUSH, CLOSE_TRANSPORT, ARM_TIMER),
     (True, _END_TCP): (FLUSH, ARM_TIMER),
-    # After failing: the server half-closes, both discard until the peer's EOF.
-    (False, _DRAIN): (DISCARD_INPUT, FLUSH, HALF_CLOSE, RESUME_READING, ARM_TIMER),
-    (True, _DRAIN): (DISCARD_INPUT, FLUSH, RESUME_READING, ARM_TIMER),
+    (False, _HALF_CLOSE): (HALF_CLOSE,),
+    (True, _HALF_CLOSE): (),
 }
+# After our Close, when failing: what is written goes (before any half-close),
+# then the reader looks for the peer's answer, within the bound.
+_DRAIN = (FLUSH, SEEK_CLOSE, RESUME_READING, ARM_TIMER)
 
-_FAILING = (
-    _SET_CODE,
-    SEND_CLOSE,
-    STOP_RECEIVING,
-    STOP_KEEPALIVE,
-    WAKE_SENDERS,
-    _DRAIN,
-)
+_FAILING = (_SET_CODE, SEND_CLOSE, STOP_RECEIVING, STOP_KEEPALIVE, WAKE_SENDERS) + _DRAIN
 _ABORTING = (_SET_CODE, STOP_RECEIVING, DROP_UNSENT, ABORT_TRANSPORT)
 _LOST = (
     _SET_CODE,
@@ -154,11 +156,14 @@ _RULES: Dict[Tuple[str, str], Tuple[str, Tuple[str, ...]]] = {
     (CLOSE_SENT, CLOSE_RECEIVED): (ENDING, (_SET_CODE, STOP_RECEIVING, _END_TCP)),
     # After our Close nothing can be answered, so nothing waits to be read:
     # a protocol error fails the connection at once.
-    (CLOSE_SENT, FAIL): (DRAINING, (_SET_CODE, STOP_RECEIVING, _DRAIN)),
-    (CLOSE_SENT, FAIL_LATER): (DRAINING, (_SET_CODE, STOP_RECEIVING, _DRAIN)),
+    (CLOSE_SENT, FAIL): (DRAINING, (_SET_CODE, STOP_RECEIVING) + _DRAIN),
+    (CLOSE_SENT, FAIL_LATER): (DRAINING, (_SET_CODE, STOP_RECEIVING) + _DRAIN),
     (CLOSE_SENT, TIMER_FIRED): (ENDING, (_SET_CODE, STOP_RECEIVING, ABORT_TRANSPORT)),
     (CLOSE_SENT, ABORT_REQUESTED): (ENDING, _ABORTING),
     (CLOSE_SENT, TRANSPORT_LOST): (CLOSED, _LOST),
+    # The peer's answer, found among what it still sent: TCP ends as usual.
+    (DRAINING, CLOSE_RECEIVED): (ENDING, (STOP_RECEIVING, _END_TCP)),
+    (DRAINING, FRAMES_LOST): (DRAINING, (_HALF_CLOSE,)),
     (DRAINING, TIMER_FIRED): (ENDING, (ABORT_TRANSPORT,)),
     (DRAINING, ABORT_REQUESTED): (ENDING, _ABORTING),
     (DRAINING, TRANSPORT_LOST): (CLOSED, _LOST),
@@ -169,7 +174,7 @@ _RULES: Dict[Tuple[str, str], Tuple[str, Tuple[str, ...]]] = {
 
 
 def _for_role(is_client: bool) -> Dict[Tuple[str, str], Tuple[str, Tuple[str, ...]]]:
-    """_RULES with the role's actions written out in place of _END_TCP and _DRAIN."""
+    """_RULES with the role's actions written out in place of _END_TCP and _HALF_CLOSE."""
     return {
         key: (next_state, sum((_ROLE_ACTIONS.get((is_client, s), (s,)) for s in steps), ()))
         for key, (next_state, steps) in _RULES.items()
@@ -259,14 +264,24 @@ class ClosingHandshake:
         if messages_unread and self.state is OPEN:
             self.pending_failure = error
             return self._handle(FAIL_LATER, error.code, error.reason)
+        if self.state is DRAINING:
+            # What came after our Close was no frame: the search for the peer's Close ends.
+            return self.frames_lost()
         return self.fail(error.code, error.reason)
 
     def fail(self, code: int, reason: str) -> List[Action]:
         """End the connection at once and cleanly with ``code``: after a protocol
         error, a keepalive timeout, a failed callback, or to go away without
         waiting (the caller does not wait, the handshake runs on its own)."""
+        if self.state is FAILURE_PENDING:
+            return self._handle_failure_or(FAIL)  # the peer's violation comes first
         reason = _truncate_reason(reason)
         return self._handle(FAIL, code, reason, self._encode_close(code, reason))
+
+    def frames_lost(self) -> List[Action]:
+        """While draining: the reader cannot find frames in what arrives (SEEK_CLOSE
+        after a violation of the framing, or garbage where a frame should start)."""
+        return self._handle(FRAMES_LOST, CLOSE_ABNORMAL, "")
 
     def failure_due(self) -> List[Action]:
         """The application has read the messages before a pending failure."""

@@ -575,6 +575,7 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         self._state = closing.frame_state
         self._deferred_failure = closing.pending_failure
         transport = self._transport
+        found: Optional[List[Any]] = None
         for action, frame in actions:
             if action is closing_rules.SEND_CLOSE:
                 assert frame is not None
@@ -583,8 +584,10 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
                 self._flush()
             elif action is closing_rules.STOP_RECEIVING:
                 self._stop_receiving()
-            elif action is closing_rules.DISCARD_INPUT:
-                self._reader.stop()
+            elif action is closing_rules.SEEK_CLOSE:
+                found = self._reader.seek_close()
+                if found is None:
+                    self._perform(closing.frames_lost())
             elif action is closing_rules.BOUND_QUEUE:
                 self._bound_queue()
             elif action is closing_rules.STOP_KEEPALIVE:
@@ -623,6 +626,9 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
                     transport.write_eof()
             else:
                 raise AssertionError(f"unknown closing action {action}")
+        # The peer's Close may have come with what made us fail.
+        for event in found or ():
+            self._control_event(event)
 
     def _bound_queue(self) -> None:
         """Once our Close is sent, keep at most ``max_queue`` messages.

@@ -24,8 +24,16 @@ A server that echoes every message with its own type::
 ``recv()`` and ``recv_text()`` take the next message of their type;
 ``recv_message()`` and ``async for`` take both in arrival order. The handler
 reads its handshake request from ``client.request`` (path, query parameters,
-headers). ``broadcast(server.clients, message)`` encodes a message once and
-writes it to every open connection.
+headers); ``client.data`` is the application's, to keep a player's state on
+the connection. ``broadcast(server.clients, message)`` encodes a message once
+and writes it to every open connection.
+
+``client = await connect(url)`` also works (the caller closes it), and
+``async for client in connect(url)`` reconnects after transient failures.
+``serve`` and ``route`` refuse requests before the upgrade with ``origins``
+(the allowed ``Origin`` values) and ``process_request`` (a hook that may
+answer instead). ``unix_serve`` and ``unix_connect`` do the same over a Unix
+socket.
 
 ``connect``, ``serve`` and ``route`` take these keyword-only limits (a peer
 can never make a connection spend more than they allow); an option has the
@@ -321,13 +329,6 @@ class connect:
         )
 
 
-# What OpenSSL reports when the answer to its ClientHello is not a TLS record
-# (typically a plain HTTP server's "400 Bad Request").
-_NOT_TLS_REASONS = frozenset(
-    ("WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "PACKET_LENGTH_TOO_LONG", "RECORD_LAYER_FAILURE")
-)
-
-
 def unix_connect(
     path: Union[str, os.PathLike[str]],
     url_path: str = "/",
@@ -371,6 +372,13 @@ def _default_client_context() -> tls.TLSContext:
     return tls.TLSContext()
 
 
+# What OpenSSL reports when the answer to its ClientHello is not a TLS record
+# (typically a plain HTTP server's "400 Bad Request").
+_NOT_TLS_REASONS = frozenset(
+    ("WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "PACKET_LENGTH_TOO_LONG", "RECORD_LAYER_FAILURE")
+)
+
+
 async def _open_connection(
     target: WebSocketURL,
     unix_path: Optional[str],
@@ -386,7 +394,9 @@ async def _open_connection(
     ssl_context = context.get(server=False) if context is not None and target.secure else None
 
     async def handshake() -> Tuple[asyncio.Transport, ResponseHeadProtocol, Optional[str]]:
-        head_protocol = functools.partial(ResponseHeadProtocol, request, over_tls=ssl_context is not None)
+        head_protocol = functools.partial(
+            ResponseHeadProtocol, request, over_tls=ssl_context is not None
+        )
         server_hostname = target.host if ssl_context is not None else None
         try:
             if unix_path is None:

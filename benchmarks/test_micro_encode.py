@@ -5,7 +5,7 @@ import os
 import pytest
 from websockets.frames import Frame, Opcode
 
-from anynet import _framing, _speedups
+from anynet import _framing, _framing_c
 
 PAYLOADS = {"32 B binary": os.urandom(32), "32 B text": "small text message, 32 bytes ok!", "1 MiB binary": os.urandom(1 << 20)}
 ROLES = {"client (masked)": True, "server": False}
@@ -14,7 +14,7 @@ ROLES = {"client (masked)": True, "server": False}
 def encode_with(implementation, payload, is_client):
     opcode = 0x1 if isinstance(payload, str) else 0x2
     if implementation == "anynet compiled":
-        writer = _speedups.FrameWriter(is_client)
+        writer = _framing_c.FrameWriter(is_client)
         return lambda: writer.encode(opcode, payload)
     if implementation == "anynet python":
         writer = _framing.FrameWriter(is_client)

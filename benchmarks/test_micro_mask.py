@@ -9,7 +9,7 @@ import pytest
 from aiohttp._websocket.helpers import websocket_mask as aiohttp_mask
 from websockets.speedups import apply_mask as websockets_mask
 
-from anynet import _framing, _speedups
+from anynet import _framing, _framing_c
 
 SIZES = {"16 B": 16, "1 KiB": 1024, "64 KiB": 64 * 1024, "1 MiB": 1 << 20}
 MASK = os.urandom(4)
@@ -17,7 +17,7 @@ MASK = os.urandom(4)
 
 def mask_with(implementation, data):
     if implementation == "anynet compiled":
-        return lambda: _speedups.apply_mask(data, MASK)
+        return lambda: _framing_c.apply_mask(data, MASK)
     if implementation == "anynet python":
         return lambda: _framing.apply_mask(data, MASK)
     if implementation == "websockets":

@@ -11,7 +11,7 @@ from aiohttp._websocket.reader import WebSocketDataQueue, WebSocketReader
 from websockets.frames import Frame
 from websockets.streams import StreamReader
 
-from anynet import _framing, _speedups
+from anynet import _framing, _framing_c
 
 IMPLEMENTATIONS = [
     "anynet compiled feed",
@@ -27,21 +27,21 @@ IMPLEMENTATIONS = [
 
 
 def small_binary_frames():
-    writer = _speedups.FrameWriter(is_client=True)
+    writer = _framing_c.FrameWriter(is_client=True)
     return b"".join(writer.encode(0x2, os.urandom(32)) for _ in range(1000)), 1000, True
 
 
 def small_text_frames():
-    writer = _speedups.FrameWriter(is_client=True)
+    writer = _framing_c.FrameWriter(is_client=True)
     return b"".join(writer.encode(0x1, f"message number {i:05}, hello!") for i in range(1000)), 1000, True
 
 
 def one_large_frame():
-    return _speedups.FrameWriter(is_client=True).encode(0x2, os.urandom(1 << 20)), 1, True
+    return _framing_c.FrameWriter(is_client=True).encode(0x2, os.urandom(1 << 20)), 1, True
 
 
 def one_large_server_frame():
-    return _speedups.FrameWriter(is_client=False).encode(0x2, os.urandom(1 << 20)), 1, False
+    return _framing_c.FrameWriter(is_client=False).encode(0x2, os.urandom(1 << 20)), 1, False
 
 
 STREAMS = {
@@ -60,7 +60,7 @@ def anynet_feed(module, stream, masked):
 def anynet_buffered(stream, masked):
     # As an asyncio.BufferedProtocol sees it: the loop reads into our buffer
     # (here: a copy, standing in for recv_into), then we parse in place.
-    reader = _speedups.FrameReader(is_client=not masked, max_message_size=1 << 20)
+    reader = _framing_c.FrameReader(is_client=not masked, max_message_size=1 << 20)
     source = memoryview(stream)
 
     def run():
@@ -111,7 +111,7 @@ def websockets_parser(stream, count, masked):
 
 def parse_with(implementation, stream, count, masked):
     if implementation == "anynet compiled feed":
-        return anynet_feed(_speedups, stream, masked)
+        return anynet_feed(_framing_c, stream, masked)
     if implementation == "anynet compiled buffered":
         return anynet_buffered(stream, masked)
     if implementation == "anynet python feed":

@@ -18,7 +18,7 @@ import _peers
 import _worker
 
 ROUND_TRIPS = 200
-LIBRARIES = ("anynet", "picows", "websockets", "aiohttp", "raw")
+LIBRARIES = ("anynet", "anynet-callback", "picows", "websockets", "aiohttp", "raw")
 LOOPS = ("asyncio", "uvloop")
 
 

@@ -24,7 +24,7 @@ EXTENSIONS_DISABLED = os.environ.get("ANYNET_NO_EXTENSIONS", "") not in ("", "0"
 # With extensions enabled the compiled backend must be importable: a build that
 # silently fell back to pure Python fails these tests instead of skipping them.
 FRAMING_BACKENDS = ["python"] if EXTENSIONS_DISABLED else ["compiled", "python"]
-_BACKEND_MODULES = {"compiled": "anynet._speedups", "python": "anynet._framing"}
+_BACKEND_MODULES = {"compiled": "anynet._framing_c", "python": "anynet._framing"}
 
 
 @pytest.fixture(params=FRAMING_BACKENDS)

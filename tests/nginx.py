@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import socket
 from pathlib import Path
+from typing import Union
 
 from support import TIMEOUT, system_program
 
@@ -32,7 +33,7 @@ http {{
     server {{
         listen 127.0.0.1:{port};
         location / {{
-            proxy_pass http://127.0.0.1:{upstream_port};
+            proxy_pass {upstream};
             proxy_http_version 1.1;
             proxy_set_header Upgrade $http_upgrade;
             proxy_set_header Connection $connection_upgrade;
@@ -56,17 +57,21 @@ class Nginx:
 
 
 @contextlib.asynccontextmanager
-async def run_nginx(prefix: Path, upstream_port: int):
-    """Run nginx in ``prefix`` (a fresh directory) proxying to ``upstream_port``
-    until the block ends."""
+async def run_nginx(prefix: Path, upstream: Union[int, Path]):
+    """Run nginx in ``prefix`` (a fresh directory) proxying to ``upstream``, a
+    port on 127.0.0.1 or the path of a Unix socket, until the block ends."""
     program = system_program("nginx")
+    if isinstance(upstream, int):
+        proxy_pass = f"http://127.0.0.1:{upstream}"
+    else:
+        proxy_pass = f"http://unix:{upstream}:"
     for directory in ("logs", "temp"):
         (prefix / directory).mkdir(parents=True, exist_ok=True)
     # nginx cannot listen on port 0 and tell us the port: take a free one. If
     # another process takes it first, nginx fails to bind and we try again.
     for _ in range(5):
         port = _free_port()
-        (prefix / "nginx.conf").write_text(CONFIGURATION.format(port=port, upstream_port=upstream_port))
+        (prefix / "nginx.conf").write_text(CONFIGURATION.format(port=port, upstream=proxy_pass))
         process = await asyncio.create_subprocess_exec(
             program,
             "-p",

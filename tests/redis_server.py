@@ -119,3 +119,23 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(TIMEOUT)
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A redis-server on a free loopback port, stopped after the test."""
+    require_redis_server()
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_unix_server(tmp_path):
+    """A redis-server listening on a Unix socket in the test's directory only."""
+    require_redis_server()
+    server = RedisServer(tmp_path, unix_socket=True)
+    server.start()
+    yield server
+    server.stop()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 
 import pytest
 
@@ -68,10 +69,6 @@ SMALL_LIMIT = 1024
 TRIES = 20
 
 
-def expected_pattern(size):
-    return bytes((i * 31 + (i >> 8)) & 255 for i in range(size))
-
-
 @pytest.fixture(scope="session")
 def chromium():
     browser = Chromium(system_program("chromium"))
@@ -84,6 +81,7 @@ class Site:
 
     def __init__(self) -> None:
         self.url = ""
+        self.router = None
         self.nginx = None
         self.closes: asyncio.Queue = asyncio.Queue()
 
@@ -134,7 +132,9 @@ async def serve_site(transport, pki, tmp_path):
     site = Site()
     context = pki.server_context() if transport == "wss" else None
     async with contextlib.AsyncExitStack() as stack:
-        router = await stack.enter_async_context(http.serve_router("127.0.0.1", 0, context))
+        router = site.router = await stack.enter_async_context(
+            http.serve_router("127.0.0.1", 0, context)
+        )
         stack.enter_context(router.route("/", site.page))
         stack.enter_context(router.route("/favicon.ico", site.page))
         for path, handler, options in site.routes():
@@ -244,3 +244,72 @@ async def test_the_servers_close_code_and_reason_reach_the_browser(chromium, tra
             })()"""
         )
     assert closed == {"code": 4001, "reason": "server says bye", "wasClean": True}
+
+
+@pytest.mark.parametrize("size", [64 * 1024, 2 * 1024])
+@pytest.mark.parametrize("transport", ["ws", "nginx"])
+async def test_an_oversized_message_is_closed_with_1009_every_time(chromium, transport, size, pki, tmp_path):
+    # The whole message is on its way when the server refuses it: the Close
+    # frame must still reach the browser, not be overtaken by a reset, and the
+    # browser's answering Close must be taken before TCP ends (behind nginx,
+    # which ends both sides when one side ends, too).
+    async with browse(chromium, transport, pki, tmp_path) as (site, page):
+        closes = await page.evaluate(
+            f"""(async () => {{
+                const closes = [];
+                for (let attempt = 0; attempt < {TRIES}; attempt++) {{
+                    const socket = await openSocket("/small");
+                    socket.send(pattern({size}));
+                    const closed = await socket.closed;
+                    closes.push([closed.code, closed.wasClean]);
+                }}
+                return closes;
+            }})()""",
+            wait=TIMEOUT * 3,
+        )
+    outcomes = {tuple(close): closes.count(close) for close in closes}
+    assert outcomes == {(1009, True): TRIES}
+    if site.nginx is not None:
+        assert "reset by peer" not in site.nginx.error_log()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_origins_admit_the_sites_own_page_and_refuse_another(
+    chromium, transport, pki, tmp_path, caplog
+):
+    admitted = []
+
+    async def note_origin(client):
+        admitted.append(client.request.headers.get("Origin"))
+        await echo(client)
+
+    async with browse(chromium, transport, pki, tmp_path) as (site, page):
+        # The origin the browser sends is the page's: scheme, host and port.
+        own_origin = site.url.rstrip("/")
+        async with websocket.route(
+            note_origin, site.router, "/ours", origins=[own_origin]
+        ), websocket.route(note_origin, site.router, "/theirs", origins=["https://game.example"]):
+            with caplog.at_level(logging.INFO, logger="anynet.websocket"):
+                result = await page.evaluate(
+                    """(async () => {
+                        const socket = await openSocket("/ours");
+                        socket.send("admitted");
+                        const echoed = await nextMessage(socket);
+                        socket.close();
+                        await socket.closed;
+                        let refused = false;
+                        try {
+                            (await openSocket("/theirs")).close();
+                        } catch (error) {
+                            refused = true;
+                        }
+                        return {echoed, refused};
+                    })()"""
+                )
+    assert result == {"echoed": "admitted", "refused": True}
+    assert admitted == [own_origin]
+    # Refused by the origin check (403), not for another reason.
+    assert any(
+        "/theirs" in record.getMessage() and own_origin in record.getMessage()
+        for record in caplog.records
+    )

@@ -12,6 +12,7 @@ import anynet
 from anynet import tls, websocket
 from anynet._cli import main
 from conftest import EXTENSIONS_DISABLED
+from redis_server import redis_server  # noqa: F401 (a fixture)
 from support import url_of
 
 # The subprocess must import the same anynet as this test process (the
@@ -58,6 +59,49 @@ async def test_serve_echoes_text_and_binary_until_terminated():
             assert await client.recv_message() == "hello"
             assert await client.recv_message() == b"\x00\x01"
     finally:
+        process.terminate()
+    code, _, err = await finish(process)
+    assert code == 0, err
+
+
+async def test_serve_workers_share_rooms_through_redis(redis_server):
+    process = await start_cli(
+        "serve", "--port", "0", "--workers", "2", "--redis", redis_server.url, "--ping-interval", "0"
+    )
+    contexts = []
+    try:
+        banner = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
+        assert "2 workers" in banner and redis_server.url in banner
+        url = re.search(r"ws://\S+", banner).group(0)
+        # The banner comes once every worker listens.
+        contexts += [websocket.connect(url + "?room=lobby") for _ in range(8)]
+        members = [await asyncio.wait_for(context.__aenter__(), 30) for context in contexts]
+        echo_context = websocket.connect(url)
+        contexts.append(echo_context)
+        echo_client = await echo_context.__aenter__()
+        await echo_client.send_text("just me")
+        assert await asyncio.wait_for(echo_client.recv_text(), 10) == "just me"
+
+        # Probes until every member has heard one: every subscription is in place.
+        heard = set()
+
+        async def listen(member):
+            while (await member.recv_text()) == "probe":
+                heard.add(member)
+
+        async def probe():
+            while len(heard) < len(members):
+                await members[0].send_text("probe")
+                await asyncio.sleep(0.05)
+
+        listeners = [asyncio.ensure_future(listen(member)) for member in members]
+        await asyncio.wait_for(probe(), 30)
+        await members[0].send_text("to everyone")
+        # Each listener ends at the first message that is not a probe.
+        await asyncio.wait_for(asyncio.gather(*listeners), 10)
+    finally:
+        for context in contexts:
+            await context.__aexit__(None, None, None)
         process.terminate()
     code, _, err = await finish(process)
     assert code == 0, err

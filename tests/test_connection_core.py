@@ -58,7 +58,7 @@ def options(**overrides):
 
 def new_connection(core, **overrides):
     # Each core works with the framing of its own backend.
-    framing = core if core is not _connection_core else importlib.import_module("anynet._framing")
+    framing = importlib.import_module("anynet._framing" if core is _connection_core else "anynet._framing_c")
     reader, writer = framing.FrameReader(False), framing.FrameWriter(False)
     return core.ConnectionCore(reader, writer, options(**overrides))
 

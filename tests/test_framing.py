@@ -956,6 +956,18 @@ def test_backend_is_compiled_unless_disabled():
     assert _backend.BACKEND == ("python" if disabled else "compiled")
 
 
+def test_the_pure_python_build_runs_without_cython():
+    # Cython builds the extension; the interpreted framing must not need it.
+    script = (
+        "import sys; sys.modules['cython'] = None\n"
+        "from anynet import _framing\n"
+        "frame = _framing.FrameWriter(is_client=True).encode(0x1, 'caf\\u00e9')\n"
+        "print(_framing.cython.__name__, _framing.FrameReader(is_client=False).feed(frame))\n"
+    )
+    output = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert output.split() == ["anynet._cython_shim", "['café']"]
+
+
 def test_disabling_extensions_selects_pure_python():
     environment = dict(os.environ, ANYNET_NO_EXTENSIONS="1")
     output = subprocess.run(

@@ -1,11 +1,14 @@
 """Random frame streams, valid and broken, split at random points.
 
-The pure-Python reader, fed each stream in one piece, is the reference. The
-backend under test must report exactly the same events, in the same order,
-with the same error code and reason, however the stream is cut and whichever
-way it is delivered (``feed`` or ``get_buffer``/``buffer_updated``). For the
-compiled backend this is the differential test against the reference; for the
-pure-Python backend it checks that chunking never changes the outcome.
+``anynet/_framing.py`` is one source with two builds: compiled by Cython
+(``anynet._framing_c``, where the helpers that move bytes call the C kernels)
+and interpreted. The interpreted reader, fed each stream in one piece, is the
+reference. The build under test must report exactly the same events, in the
+same order, with the same error code and reason, however the stream is cut and
+whichever way it is delivered (``feed`` or ``get_buffer``/``buffer_updated``).
+For the compiled build this is the differential test against the interpreted
+one; for the interpreted build it checks that chunking never changes the
+outcome.
 
 Cut streams are also compared piece by piece with the reference fed the same
 pieces: every event, an error included, must be reported after the same

@@ -9,6 +9,8 @@ import sys
 import types
 from pathlib import Path
 
+import pytest
+
 from anynet import websocket
 from support import TIMEOUT, url_of
 
@@ -26,8 +28,15 @@ def example_definitions(monkeypatch):
     return module.__dict__
 
 
-async def test_the_example_admits_by_origin_and_token_and_keeps_players_in_data(monkeypatch):
-    game = example_definitions(monkeypatch)
+def callback_variant(game):
+    """The guide's ``player`` that takes inputs in a message callback, in the example."""
+    variant = re.findall(r"```python\n(.*?)```", GUIDE, re.DOTALL)[1]
+    assert "set_message_callback" in variant
+    exec(variant, game)
+    return game
+
+
+async def play(game):
     # The example's options, but on a free port of the loopback interface.
     async with websocket.serve(
         game["player"],
@@ -56,5 +65,19 @@ async def test_the_example_admits_by_origin_and_token_and_keeps_players_in_data(
                     state = json.loads(await asyncio.wait_for(alice.recv_text(), TIMEOUT))
                     if state == {"alice": [1.5, -2.0]}:
                         break
+                await alice.send_text("not json")
+                with pytest.raises(websocket.ConnectionClosedError) as closed:
+                    while True:
+                        await asyncio.wait_for(alice.recv_text(), TIMEOUT)
+                assert closed.value.code == 1008
         finally:
             ticking.cancel()
+        assert not game["rooms"]["red"]
+
+
+async def test_the_example_admits_by_origin_and_token_and_keeps_players_in_data(monkeypatch):
+    await play(example_definitions(monkeypatch))
+
+
+async def test_the_callback_variant_of_the_handler_plays_the_same(monkeypatch):
+    await play(callback_variant(example_definitions(monkeypatch)))

@@ -8,26 +8,8 @@ import struct
 import pytest
 
 from anynet import pubsub, websocket
-from redis_server import RedisServer, require_redis_server
+from redis_server import RedisServer, redis_server, redis_unix_server  # noqa: F401 (fixtures)
 from support import TIMEOUT, url_of
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    require_redis_server()
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def redis_unix_server(tmp_path):
-    require_redis_server()
-    server = RedisServer(tmp_path, unix_socket=True)
-    server.start()
-    yield server
-    server.stop()
 
 
 class Members:

@@ -65,3 +65,4 @@ def test_redis_killed_mid_run_loss_reported_equals_loss_observed(tmp_path):
     assert report["reported_loss"] == report["observed_loss"], report
     assert report["cross_process_resumed_after"] is not None, report
     assert report["cross_process_resumed_after"] < 5, report
+    assert all(after is not None and after < 5 for after in report["hubs_reconnected_after"]), report

@@ -52,12 +52,15 @@ def failing_server(options, context=None, **overrides):
 
 
 async def fail_while_sending(server, first_frame, ssl=None):
-    """Send ``first_frame`` and keep sending until the Close arrives, as a
-    browser does; then read to the end of the stream. Returns the close code.
+    """Send ``first_frame`` and keep sending until the Close arrives, then
+    answer it, as a browser does, and read to the end of the stream, which
+    the server must end. Returns the close code.
 
-    Over TLS, which cannot half-close, the server waits for the peer to end
-    the connection: the peer closes once it has read the Close, as a browser
-    does when the server has not closed within its own closing timeout.
+    After a violation of the framing itself (1002) the server cannot find
+    the answer among what follows: it half-closes instead, and over TLS,
+    which cannot half-close, it waits for the peer to end the connection,
+    as a browser does when the server has not closed within its own closing
+    timeout.
     """
     host, port = server.local_address()
     reader, writer = await asyncio.open_connection(
@@ -83,12 +86,14 @@ async def fail_while_sending(server, first_frame, ssl=None):
         finally:
             closing = True
             await asyncio.wait_for(sending, TIMEOUT)
-        if ssl is None:
+        code = struct.unpack("!H", payload[:2])[0]
+        writer.write(masked_frame(0x8, payload[:2]))
+        if ssl is None or code != 1002:
             assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
     finally:
         writer.close()
         await asyncio.wait_for(writer.wait_closed(), TIMEOUT)
-    return struct.unpack("!H", payload[:2])[0]
+    return code
 
 
 @pytest.mark.parametrize("failure", list(FAILURES))
@@ -135,6 +140,106 @@ def test_a_stopped_reader_drops_what_it_holds_and_parses_nothing_more(framing):
     space[: len(frame)] = frame
     assert reader.buffer_updated(len(frame)) == []
     assert reader.buffer_size == 0
+
+
+def feed_in_pieces(reader, data, piece):
+    """Feed ``data`` as reads of ``piece`` bytes through get_buffer/buffer_updated."""
+    events = []
+    start = 0
+    while start < len(data):
+        space = reader.get_buffer(piece)
+        chunk = data[start : start + min(piece, len(space))]
+        space[: len(chunk)] = chunk
+        events += reader.buffer_updated(len(chunk))
+        assert reader.buffer_size == 0
+        start += len(chunk)
+    return events
+
+
+# What a peer sends after our Close: the rest of its traffic, then its answer.
+TRAFFIC_THEN_CLOSE = (
+    masked_frame(0x9, b"ping")
+    + masked_frame(0x2, b"d" * 70000)
+    + masked_frame(0x1, b"text", fin=False)
+    + masked_frame(0x0, b"more")
+    + masked_frame(0x8, b"\x03\xe8bye")
+)
+
+
+@pytest.mark.parametrize("piece", [1, 7, 4096, 1 << 20])
+def test_after_an_oversized_message_the_peers_close_is_found_without_buffering(framing, piece):
+    oversized = masked_frame(0x2, b"x" * 64 * 1024)
+    reader = framing.FrameReader(False, max_message_size=1024)
+    [error] = reader.feed(oversized[:3000])
+    assert error.code == 1009
+    assert reader.seek_close() == []
+    assert reader.seeking
+    events = feed_in_pieces(reader, oversized[3000:] + TRAFFIC_THEN_CLOSE, piece)
+    assert [(event.code, event.reason) for event in events] == [(1000, "bye")]
+    assert reader.closed and not reader.seeking
+
+
+@pytest.mark.parametrize(
+    "failing",
+    [
+        masked_frame(0x2, b"x" * 2048),  # over the limit, and whole in one read
+        masked_frame(0x1, b"\xff\xfe"),  # invalid UTF-8 in one frame
+        masked_frame(0x1, b"ok", fin=False) + masked_frame(0x0, b"\xc0\xaf"),  # in a fragment
+    ],
+)
+def test_a_close_that_came_with_the_failure_is_found_at_once(framing, failing):
+    reader = framing.FrameReader(False, max_message_size=1024)
+    [error] = reader.feed(failing + TRAFFIC_THEN_CLOSE)
+    assert error.code in (1007, 1009)
+    [close] = reader.seek_close()
+    assert (close.code, close.reason) == (1000, "bye")
+
+
+def test_invalid_utf8_in_the_middle_of_a_frame_keeps_its_boundaries(framing):
+    text = masked_frame(0x1, b"\xff" + b"a" * 100000)
+    reader = framing.FrameReader(False)
+    [error] = reader.feed(text[:5000])
+    assert error.code == 1007
+    assert reader.seek_close() == []
+    [close] = feed_in_pieces(reader, text[5000:] + TRAFFIC_THEN_CLOSE, 1000)
+    assert close.code == 1000
+
+
+def test_a_healthy_reader_drops_the_frame_it_is_in_to_find_the_close(framing):
+    # A keepalive timeout fails a connection whose reader is in the middle of a frame.
+    message = masked_frame(0x2, b"m" * 200000)
+    reader = framing.FrameReader(False)
+    assert reader.feed(message[:150000]) == []
+    assert reader.seek_close() == []
+    [close] = feed_in_pieces(reader, message[150000:] + TRAFFIC_THEN_CLOSE, 65536)
+    assert close.code == 1000
+
+
+def test_after_a_framing_violation_nothing_can_be_found(framing):
+    reader = framing.FrameReader(False)
+    [error] = reader.feed(masked_frame(0x3, b"reserved opcode") + TRAFFIC_THEN_CLOSE)
+    assert error.code == 1002
+    assert reader.seek_close() is None
+    assert reader.closed and not reader.seeking
+    assert feed_in_pieces(reader, TRAFFIC_THEN_CLOSE, 100) == []
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        masked_frame(0x2, b"x", rsv=4),  # reserved bits
+        masked_frame(0x2, b"x", mask=False),  # a client's frame unmasked
+        b"\x88\xfe\xff\xff" + b"\x00" * 4,  # a Close that claims 65535 bytes
+        masked_frame(0x8, b"\x03\xe8", fin=False),  # a fragmented Close
+    ],
+)
+def test_what_cannot_be_a_frame_ends_the_search(framing, garbage):
+    reader = framing.FrameReader(False, max_message_size=1024)
+    reader.feed(masked_frame(0x2, b"x" * 2048))
+    assert reader.seek_close() == []
+    [error] = feed_in_pieces(reader, garbage + TRAFFIC_THEN_CLOSE, 3)
+    assert error.code == 1002
+    assert reader.closed and not reader.seeking
 
 
 async def test_a_cancelled_connect_block_closes_cleanly_while_the_server_sends():

@@ -19,18 +19,12 @@ from rawpeer import masked_frame
 
 TIMEOUT = 5.0
 
-# What a server asks of its transport once it has failed a connection: stop
-# parsing, send what is written, half-close, read on (discarding) until the
-# peer's EOF or the bound.
-SERVER_DRAIN = [
-    rules.DISCARD_INPUT,
-    rules.FLUSH,
-    rules.HALF_CLOSE,
-    rules.RESUME_READING,
-    rules.ARM_TIMER,
-]
-# A client leaves the first TCP close to the server: the same without the half-close.
-CLIENT_DRAIN = [step for step in SERVER_DRAIN if step != rules.HALF_CLOSE]
+# What either side asks once it has failed a connection: send what is
+# written, then read on, dropping all but the peer's Close, within the bound.
+DRAIN = [rules.FLUSH, rules.SEEK_CLOSE, rules.RESUME_READING, rules.ARM_TIMER]
+# The same where no frame can be found any more: a server half-closes (a
+# client leaves the first TCP close to the server).
+SERVER_DRAIN_LOST = [rules.FLUSH, rules.SEEK_CLOSE, rules.HALF_CLOSE, rules.RESUME_READING, rules.ARM_TIMER]
 
 
 class Connection:
@@ -41,7 +35,7 @@ class Connection:
         self.is_client = is_client
         self.rules = rules.ClosingHandshake(is_client, framing.FrameWriter(is_client).encode_close)
         self.reader = framing.FrameReader(is_client)  # what the peer sends
-        self.peer_reader = framing.FrameReader(not is_client)  # what we send
+        self.framing = framing
         self.now = 0.0
         self.deadline = None
         self.actions = []
@@ -49,9 +43,11 @@ class Connection:
         self.messages = []
 
     def do(self, actions):
-        """Perform ``actions``; return their names."""
-        names = [name for name, _ in actions]
+        """Perform ``actions``; return the names of all performed, in order."""
+        names = []
+        found = []
         for name, frame in actions:
+            names.append(name)
             self.actions.append(name)
             if name == rules.SEND_CLOSE:
                 self.sent += frame
@@ -60,14 +56,19 @@ class Connection:
                 self.deadline = self.now + TIMEOUT
             elif name == rules.CANCEL_TIMER:
                 self.deadline = None
-            elif name == rules.DISCARD_INPUT:
-                self.reader.stop()
-        return names
+            elif name == rules.SEEK_CLOSE:
+                found = self.reader.seek_close()
+                if found is None:
+                    names += self.do(self.rules.frames_lost())
+        return names + self.handle(found or [])
 
     def receive(self, data):
         """The peer's bytes, as the transport's read callback gets them."""
+        return self.handle(self.reader.feed(data))
+
+    def handle(self, events):
         names = []
-        for event in self.reader.feed(data):
+        for event in events:
             if isinstance(event, (bytes, str)):
                 self.messages.append(event)
             elif isinstance(event, Close):
@@ -92,8 +93,8 @@ class Connection:
         return self.peer_frame(0x8, struct.pack("!H", code) + reason.encode())
 
     def frames_sent(self):
-        """What the peer reads of what we sent."""
-        return self.peer_reader.feed(self.sent)
+        """What the peer reads of all we sent."""
+        return self.framing.FrameReader(not self.is_client).feed(self.sent)
 
     @property
     def state(self):
@@ -168,7 +169,7 @@ def test_we_close_first_read_on_and_end_when_the_peer_answers(framing, side):
     actions = conn.receive(conn.peer_close(4000, "ok"))
     assert rules.SEND_CLOSE not in actions
     assert (rules.CLOSE_TRANSPORT in actions) is not side
-    assert conn.frames_sent() == []  # nothing more was sent
+    assert conn.frames_sent() == [Close(4000, "done")]  # nothing more was sent
     assert (conn.rules.close_code, conn.rules.close_reason) == (4000, "ok")
     # A second request waits for the same end.
     assert conn.rules.close_requested(1000, "") == []
@@ -204,21 +205,52 @@ def test_a_protocol_error_sends_its_code_and_drains_until_the_peer_ends(
     actions = conn.receive(frame[: len(frame) // 2 + 2] if code == 1009 else frame)
     [sent] = conn.frames_sent()
     assert sent.code == code
+    lost = code == 1002  # after a framing violation no frame can be found
     assert actions == [
         rules.SEND_CLOSE,
         rules.STOP_RECEIVING,
         rules.STOP_KEEPALIVE,
         rules.WAKE_SENDERS,
-        *(CLIENT_DRAIN if side else SERVER_DRAIN),
+        *(SERVER_DRAIN_LOST if lost and not side else DRAIN),
     ]
     assert (conn.state, conn.rules.frame_state) == (rules.DRAINING, CLOSED)
     assert conn.rules.close_code == code
-    # What still arrives (the rest of the message, the peer's own Close) is
-    # discarded without being parsed.
-    assert conn.receive(frame + conn.peer_close(1000)) == []
+    # What still arrives is dropped; the peer's Close is found among it,
+    # unless the frame boundaries were lost.
+    rest = frame[len(frame) // 2 + 2 :] if code == 1009 else b""
+    actions = conn.receive(rest + conn.peer_frame(0x2, b"more") + conn.peer_close(1000))
+    assert conn.messages == []
     assert conn.rules.close_code == code
-    # A peer that never ends TCP is dropped after the bound.
+    if lost:
+        assert actions == []
+        # A peer that never ends TCP is dropped after the bound.
+        assert conn.advance(TIMEOUT) == [rules.ABORT_TRANSPORT]
+    else:
+        assert conn.state == rules.ENDING
+        assert actions == [rules.STOP_RECEIVING, rules.FLUSH] + (
+            [] if side else [rules.CLOSE_TRANSPORT]
+        )
+    assert [close.code for close in conn.frames_sent()] == [code]
+
+
+def test_garbage_after_a_failure_ends_the_search_for_the_close(framing, side):
+    conn = Connection(framing, is_client=side)
+    conn.reader = framing.FrameReader(side, max_message_size=1024)
+    conn.receive(conn.peer_frame(0x2, b"x" * 2048))
+    assert conn.state == rules.DRAINING
+    # Reserved bits where the next frame should start: no frame can be trusted.
+    actions = conn.receive(masked_frame(0x2, b"x", rsv=4, mask=not side) + conn.peer_close(1000))
+    assert actions == ([] if side else [rules.HALF_CLOSE])
+    assert (conn.state, conn.rules.close_code) == (rules.DRAINING, 1009)
     assert conn.advance(TIMEOUT) == [rules.ABORT_TRANSPORT]
+
+
+def test_a_close_that_came_with_the_failure_ends_it_at_once(framing):
+    conn = Connection(framing)
+    conn.reader = framing.FrameReader(False, max_message_size=1024)
+    actions = conn.receive(conn.peer_frame(0x2, b"x" * 2048) + conn.peer_close(1000))
+    assert actions[-3:] == [rules.STOP_RECEIVING, rules.FLUSH, rules.CLOSE_TRANSPORT]
+    assert (conn.state, conn.rules.close_code) == (rules.ENDING, 1009)
 
 
 def test_a_close_with_a_reserved_code_is_a_protocol_error(framing, side):
@@ -231,10 +263,15 @@ def test_a_close_with_a_reserved_code_is_a_protocol_error(framing, side):
 
 def test_a_keepalive_timeout_fails_cleanly_with_1011(framing):
     conn = Connection(framing)
+    # The reader is in the middle of a message when the pong is overdue.
+    message = conn.peer_frame(0x2, b"m" * 2000)
+    conn.receive(message[:1000])
     actions = conn.do(conn.rules.fail(1011, "keepalive ping timeout"))
     assert conn.frames_sent() == [Close(1011, "keepalive ping timeout")]
-    assert rules.HALF_CLOSE in actions and rules.ABORT_TRANSPORT not in actions
-    # The peer reads the Close and ends TCP: the transport is lost, cleanly.
+    assert actions[-len(DRAIN) :] == DRAIN
+    # The rest of the message is dropped; the peer's answer ends TCP.
+    actions = conn.receive(message[1000:] + conn.peer_close(1011))
+    assert actions[-1] == rules.CLOSE_TRANSPORT
     conn.do(conn.rules.transport_lost())
     assert (conn.state, conn.rules.close_code) == (rules.CLOSED, 1011)
 
@@ -243,9 +280,7 @@ def test_going_away_without_waiting_is_the_same_clean_close(framing, side):
     conn = Connection(framing, is_client=side)
     actions = conn.do(conn.rules.fail(1001, ""))
     assert conn.frames_sent() == [Close(1001, "")]
-    assert actions[-len(CLIENT_DRAIN if side else SERVER_DRAIN) :] == (
-        CLIENT_DRAIN if side else SERVER_DRAIN
-    )
+    assert actions[-len(DRAIN) :] == DRAIN
 
 
 def test_a_long_failure_reason_is_cut_at_a_character_boundary(framing):

@@ -1,0 +1,6 @@
+"""The one name of the ``cython`` module that ``anynet._framing`` reads when
+it runs as plain Python and Cython is not installed (Cython is needed to
+build the extension, never to run anynet)."""
+
+#: The module runs as plain Python.
+compiled = False
