@@ -1,6 +1,7 @@
-"""Builds the optional extensions: the compiled framing ``anynet._framing_c``
-(from the same source as the pure-Python ``anynet/_framing.py``) and the
-compiled connection core ``anynet._speedups``.
+"""Builds the optional extensions: ``anynet._framing_c`` and
+``anynet._connection_core_c``, compiled from the very sources that run as
+pure Python without them, ``anynet/_framing.py`` and
+``anynet/_connection_core.py``.
 
 The extension is optional so that anynet installs everywhere:
 
@@ -68,13 +69,13 @@ def _extensions():
             extra_compile_args=[] if sys.platform == "win32" else ["-O3", "-Wno-sign-compare"],
         )
 
-    # The framing is one source for both builds: the same .py file, compiled
-    # under another name, takes its C types from anynet/_framing_c.pxd alone
+    # Each module is one source for both builds: the same .py file, compiled
+    # under another name, takes its C types from the .pxd of that name alone
     # (annotations are for the type checker).
     return cythonize(
         [
             extension("anynet._framing_c", "anynet/_framing.py", "src/mask.c", "src/utf8.c"),
-            extension("anynet._speedups", "anynet/_speedups.pyx"),
+            extension("anynet._connection_core_c", "anynet/_connection_core.py"),
         ],
         language_level=3,
         compiler_directives={

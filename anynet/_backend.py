@@ -1,11 +1,11 @@
 """The one place that chooses the implementation of the hot path.
 
-The framing is one source, ``anynet/_framing.py``: compiled, it is
-``anynet._framing_c``; the connection core is compiled into
-``anynet._speedups`` beside the pure-Python ``anynet._connection_core``. The
-compiled modules are used when they were built; the pure-Python ones
-otherwise, or whenever ``ANYNET_NO_EXTENSIONS`` is set to anything but ``0``
-at import time. The two sides export the same names.
+The framing and the connection core are each one source, compiled by
+Cython under another name: ``anynet/_framing.py`` as ``anynet._framing_c``,
+``anynet/_connection_core.py`` as ``anynet._connection_core_c``. The compiled
+modules are used when they were built; the sources themselves otherwise, or
+whenever ``ANYNET_NO_EXTENSIONS`` is set to anything but ``0`` at import
+time.
 """
 
 import os
@@ -19,7 +19,7 @@ if TYPE_CHECKING or EXTENSIONS_DISABLED:
 else:
     try:
         from anynet import _framing_c as framing
-        from anynet import _speedups as core
+        from anynet import _connection_core_c as core
     except ImportError:
         from anynet import _connection_core as core
         from anynet import _framing as framing

@@ -90,7 +90,7 @@ def _shadowed_compiled_core() -> Optional[str]:
         if package == _IMPORTED_PACKAGE:
             continue
         for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-            if os.path.isfile(os.path.join(package, "_speedups" + suffix)):
+            if os.path.isfile(os.path.join(package, "_connection_core_c" + suffix)):
                 return package
     return None
 

@@ -1,13 +1,20 @@
-"""What every message of a WebSocket connection passes through, in pure Python.
+"""What every message of a WebSocket connection passes through.
 
 ``ConnectionCore`` is the base class of ``anynet._ws_protocol.WebSocketClient``:
 the transport's read callback, the send and receive coroutines, and the
-write batching. ``anynet._speedups`` compiles a twin of it
-(``_connection_core.pxi``) with the same behaviour; ``anynet._backend``
-chooses, and every WebSocket test runs against both. Everything off the
-per-message path (control frames, closing, pings, keepalive, large frames)
-is the subclass's, and the core calls it through the methods declared under
-``TYPE_CHECKING`` below.
+write batching. One source for both builds: when the extension is built,
+Cython compiles this file as ``anynet._connection_core_c`` with the C types
+of ``_connection_core_c.pxd``, which cimports the compiled framing, so that
+a read, the queueing of its messages and the wake-up of the task waiting for
+them are one C call with no Python frame, and send() and recv() run no
+bytecode; otherwise it runs as it is. ``anynet._backend`` chooses, and every
+WebSocket test runs on both builds. The helpers that nothing outside the
+core calls (``_receiver``, ``_next_message``, ``_refuse_hopeless_wait``,
+``_dispatch``, ``_deliver``) are C functions in the compiled build.
+
+Everything off the per-message path (control frames, closing, pings,
+keepalive, large frames) is the subclass's, and the core calls it through
+the methods declared under ``TYPE_CHECKING`` below.
 """
 
 from __future__ import annotations
@@ -28,9 +35,15 @@ from anynet._ws_errors import (
 )
 
 if TYPE_CHECKING:
+    from anynet import _cython_shim as cython
+    from anynet import _framing
     from anynet._events import ProtocolError
-    from anynet._framing import FrameReader, FrameWriter
     from anynet._ws_options import ConnectionOptions
+else:
+    try:
+        import cython
+    except ImportError:  # Cython builds the extension; running never needs it.
+        from anynet import _cython_shim as cython
 
 Message = Union[bytes, str]
 MessageCallback = Callable[[Message], object]
@@ -43,6 +56,12 @@ CLOSED = 3
 # Payloads from this size on are sent without a new frame-sized bytes object
 # (see WebSocketClient._write_large).
 LARGE_PAYLOAD_SIZE = 64 * 1024
+
+
+def _clamped(count: Optional[int]) -> int:
+    """A limit of at most sys.maxsize (None: no limit): no queue or buffer
+    can hold more anyway, and the compiled build keeps it in a Py_ssize_t."""
+    return sys.maxsize if count is None or count > sys.maxsize else count
 
 
 class ConnectionCore:
@@ -71,8 +90,10 @@ class ConnectionCore:
         "_on_message",
     )
 
-    if TYPE_CHECKING:
-        # Provided by the subclass, for what is rare.
+    if not cython.compiled and TYPE_CHECKING:
+        # Provided by the subclass, for what is rare. Declared for the type
+        # checker only: Cython would compile a TYPE_CHECKING block into the
+        # class, so the compiled build is told to leave it out.
         def _control_event(self, event: Any) -> None: ...
         def _closed_exception(self) -> ConnectionClosed: ...
         def _fail_deferred(self) -> None: ...
@@ -82,7 +103,7 @@ class ConnectionCore:
         def _write_large(self, opcode: int, payload: Union[bytes, bytearray]) -> None: ...
 
     def __init__(
-        self, reader: FrameReader, writer: FrameWriter, options: ConnectionOptions
+        self, reader: _framing.FrameReader, writer: _framing.FrameWriter, options: ConnectionOptions
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._reader = reader
@@ -101,13 +122,13 @@ class ConnectionCore:
         self._messages: Optional[Deque[Message]] = None
         self._receivers: List[asyncio.Future[None]] = []
         max_queue = options.max_queue
-        self._pause_level = sys.maxsize if max_queue is None else max_queue
-        self._resume_level = 0 if max_queue is None else max_queue // 4
+        self._pause_level = _clamped(max_queue)
+        self._resume_level = 0 if max_queue is None else _clamped(max_queue // 4)
         self._reading_paused = False
         self._pending: Optional[List[bytes]] = None
         self._pending_size = 0
         self._write_batch = _write_batch(self._loop)
-        self._write_limit = options.write_limit
+        self._write_limit = _clamped(options.write_limit)
         self._writing_paused = False
         # Set by set_message_callback: messages go to it instead of the queue.
         self._on_message: Optional[MessageCallback] = None
@@ -118,7 +139,7 @@ class ConnectionCore:
     async def send(self, data: bytes) -> None:
         """Send a binary message. Waits while the send buffer is over ``write_limit``."""
         # The argument first: a wrong type is our user's bug, open or not.
-        cls: type = data.__class__
+        cls: type = type(data)
         if cls is not bytes and not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"send() takes bytes, not {cls.__name__}; use send_text() for str")
         if self._state is not OPEN:
@@ -132,7 +153,7 @@ class ConnectionCore:
 
     async def send_text(self, data: str) -> None:
         """Send a text message. Waits while the send buffer is over ``write_limit``."""
-        if data.__class__ is not str and not isinstance(data, str):
+        if type(data) is not str and not isinstance(data, str):
             raise TypeError(
                 f"send_text() takes str, not {type(data).__name__}; use send() for bytes"
             )
@@ -144,7 +165,7 @@ class ConnectionCore:
 
     def send_nowait(self, data: bytes) -> None:
         """Send a binary message now, without waiting; see ``set_message_callback``."""
-        cls: type = data.__class__
+        cls: type = type(data)
         if cls is not bytes and not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(
                 f"send_nowait() takes bytes, not {cls.__name__}; use send_text_nowait() for str"
@@ -160,7 +181,7 @@ class ConnectionCore:
 
     def send_text_nowait(self, data: str) -> None:
         """Send a text message now, without waiting; see ``set_message_callback``."""
-        if data.__class__ is not str and not isinstance(data, str):
+        if type(data) is not str and not isinstance(data, str):
             raise TypeError(
                 f"send_text_nowait() takes str, not {type(data).__name__}; use send_nowait() for bytes"
             )
@@ -267,7 +288,7 @@ class ConnectionCore:
             messages = self._messages = deque()
         append = messages.append
         for event in events:
-            cls = event.__class__
+            cls = type(event)
             if cls is bytes or cls is str:
                 append(event)
             else:
@@ -326,11 +347,11 @@ class ConnectionCore:
         if not messages:
             return None
         message = messages[0]
-        if kind is None or message.__class__ is kind:
+        if kind is None or type(message) is kind:
             messages.popleft()
         else:
             for index, message in enumerate(messages):
-                if message.__class__ is kind:
+                if type(message) is kind:
                     del messages[index]
                     break
             else:
@@ -377,7 +398,7 @@ class ConnectionCore:
     def _dispatch(self, events: List[Any]) -> None:
         """What buffer_updated does while a message callback is set."""
         for event in events:
-            cls = event.__class__
+            cls = type(event)
             if cls is bytes or cls is str:
                 callback = self._on_message
                 if callback is not None:

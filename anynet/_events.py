@@ -12,7 +12,9 @@ arrival order:
   last event, the reader accepts no more input, and ``code`` is the close
   code to send (1002, 1007 or 1009).
 
-Both backends import these classes from here, so their events compare equal.
+Both builds of the framing import these classes from here, so their events
+compare equal; the protocol's numbers (opcodes, close codes, control frame
+limits) live here too.
 """
 
 from typing import NamedTuple
@@ -23,6 +25,11 @@ OP_BINARY = 0x2
 OP_CLOSE = 0x8
 OP_PING = 0x9
 OP_PONG = 0xA
+
+#: RFC 6455 5.5: control frames carry at most 125 bytes.
+MAX_CONTROL_PAYLOAD = 125
+#: A close payload is a 2-byte code plus the reason.
+MAX_CLOSE_REASON = MAX_CONTROL_PAYLOAD - 2
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001

@@ -41,6 +41,8 @@ else:
         from anynet import _cython_shim as cython
 
 from anynet._events import (
+    MAX_CLOSE_REASON,
+    MAX_CONTROL_PAYLOAD,
     OP_BINARY,
     OP_CLOSE,
     OP_CONTINUATION,
@@ -52,6 +54,7 @@ from anynet._events import (
     Pong,
     ProtocolError,
 )
+from anynet._ws_options import DEFAULT_MAX_MESSAGE_SIZE
 
 if TYPE_CHECKING:
     Memory = Any  # a C pointer when compiled, a bytes-like object otherwise
@@ -61,12 +64,6 @@ __all__ = ["FrameReader", "FrameWriter", "Utf8Validator", "apply_mask", "validat
 Buffer = Union[bytes, bytearray, memoryview]
 Event = Union[bytes, str, Ping, Pong, Close, ProtocolError]
 
-#: Default limit on the size of one message (and so of one data frame).
-DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
-#: RFC 6455 5.5: control frames carry at most 125 bytes.
-MAX_CONTROL_PAYLOAD = 125
-#: A close payload is a 2-byte code plus the reason.
-MAX_CLOSE_REASON = MAX_CONTROL_PAYLOAD - 2
 #: Size of a receive buffer allocated for an ordinary read: room for a 64 KiB
 #: frame and what follows it, and below the 128 KiB from which glibc's malloc
 #: maps every block afresh (the buffer is freed whenever it is drained).

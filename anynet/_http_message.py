@@ -7,8 +7,9 @@ import re
 from collections.abc import Iterator, MutableMapping
 from typing import Any, Awaitable, Callable, Optional
 
-# RFC 9110 section 5.6.2: a field name is a token.
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# RFC 9110 section 5.6.2: a token, the syntax of a field name (and of a
+# WebSocket subprotocol name, RFC 6455 section 4.1).
+TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # A field value may hold any visible character, space and tab; CR, LF and NUL
 # would let a value end the header block early (response splitting).
 _FORBIDDEN_IN_VALUE = re.compile(r"[\r\n\x00]")
@@ -49,7 +50,7 @@ class HTTPHeaders(MutableMapping[str, str]):
         return self._fields[name.lower()][1]
 
     def __setitem__(self, name: str, value: str) -> None:
-        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+        if not isinstance(name, str) or not TOKEN.fullmatch(name):
             raise ValueError(f"invalid HTTP header name: {name!r}")
         if not isinstance(value, str):
             raise TypeError(f"HTTP header {name!r} must be a str, not {type(value).__name__}")

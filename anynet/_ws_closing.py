@@ -25,8 +25,14 @@ from typing import Callable, Dict, List, Optional, Tuple
 from anynet._connection_core import CLOSED as FRAMES_CLOSED
 from anynet._connection_core import CLOSING as FRAMES_CLOSING
 from anynet._connection_core import OPEN as FRAMES_OPEN
-from anynet._events import CLOSE_ABNORMAL, CLOSE_NO_STATUS, CLOSE_NORMAL, ProtocolError
-from anynet._framing import MAX_CLOSE_REASON
+from anynet._events import (
+    CLOSE_ABNORMAL,
+    CLOSE_NO_STATUS,
+    CLOSE_NORMAL,
+    MAX_CLOSE_REASON,
+    ProtocolError,
+)
+
 
 # ----------------------------------------------------------------------
 # States

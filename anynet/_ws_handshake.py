@@ -23,6 +23,7 @@ from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, c
 import httptools
 
 from anynet._copied_reads import CopiedReads
+from anynet._http_message import TOKEN
 from anynet._url import WebSocketURL
 from anynet._ws_errors import HandshakeError
 
@@ -35,8 +36,6 @@ WEBSOCKET_VERSION = "13"
 # server, so that a hostile server cannot make it buffer without end.
 MAX_RESPONSE_HEAD_SIZE = 64 * 1024
 
-# RFC 7230 section 3.2.6: a token, the syntax of a subprotocol name.
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # A header name (a token) and a value without line breaks or other controls.
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 
@@ -81,11 +80,16 @@ def check_subprotocols(protocols: Optional[Sequence[str]]) -> List[str]:
         raise TypeError("protocols must be a list of strings, not a single string")
     offer = list(protocols)
     for protocol in offer:
-        if not isinstance(protocol, str) or not _TOKEN.fullmatch(protocol):
-            raise ValueError(f"invalid subprotocol name: {protocol!r}")
+        check_subprotocol_name(protocol)
     if len(set(offer)) != len(offer):
         raise ValueError(f"subprotocols offered twice in {offer!r}")
     return offer
+
+
+def check_subprotocol_name(protocol: object) -> None:
+    """Raise ValueError unless ``protocol`` is a valid subprotocol name (a token)."""
+    if not isinstance(protocol, str) or not TOKEN.fullmatch(protocol):
+        raise ValueError(f"invalid subprotocol name: {protocol!r}")
 
 
 def check_extra_headers(headers: Optional[Mapping[str, str]]) -> List[Tuple[str, str]]:
@@ -94,7 +98,7 @@ def check_extra_headers(headers: Optional[Mapping[str, str]]) -> List[Tuple[str,
         return []
     checked = []
     for name, value in headers.items():
-        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+        if not isinstance(name, str) or not TOKEN.fullmatch(name):
             raise ValueError(f"invalid header name: {name!r}")
         if not isinstance(value, str) or not _HEADER_VALUE.fullmatch(value):
             raise ValueError(f"invalid value for header {name!r}: {value!r}")

@@ -3,8 +3,8 @@
 ``WebSocketClient`` is both the ``asyncio.BufferedProtocol`` that the
 transport drives and the object the application calls ``send``/``recv`` on.
 Keeping them one object keeps the hot path short, and the per-message part
-of it is the base class, ``ConnectionCore`` (compiled, or its pure-Python
-twin): a read is one call that parses, queues the messages and resumes the
+of it is the base class, ``ConnectionCore`` (one source, compiled or run as
+plain Python): a read is one call that parses, queues the messages and resumes the
 task waiting for them, and a ``recv`` with a message waiting is a deque pop
 that never suspends. This module adds everything else: the connection's
 life cycle, control frames, closing, pings and keepalive, large frames.

@@ -73,13 +73,20 @@ not verify) propagate as the ``OSError`` the operating system reported.
 
 from __future__ import annotations
 
+if __name__ == "__main__":
+    # ``python -m anynet.websocket`` runs this file as __main__; the command
+    # line imports anynet.websocket itself. Handing over before anything is
+    # defined here keeps that the only copy of the module.
+    from anynet._cli import main
+
+    raise SystemExit(main(prog="python -m anynet.websocket"))
+
 import asyncio
 import contextlib
 import functools
 import inspect
 import logging
 import os
-import re
 import ssl
 import sys
 from types import TracebackType
@@ -122,6 +129,7 @@ from anynet._ws_handshake import (
     check_extra_headers,
     check_request,
     check_response,
+    check_subprotocol_name,
     check_subprotocols,
     generate_key,
 )
@@ -171,9 +179,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[WebSocketClient], Awaitable[None]]
-
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-
 
 class connect:
     """Connect to a WebSocket server, in one of three ways.
@@ -726,8 +731,8 @@ class _Endpoint:
 
 
 def _check_protocol(protocol: Optional[str]) -> None:
-    if protocol is not None and (not isinstance(protocol, str) or not _TOKEN.fullmatch(protocol)):
-        raise ValueError(f"invalid subprotocol name: {protocol!r}")
+    if protocol is not None:
+        check_subprotocol_name(protocol)
 
 
 def _check_context(context: Optional[tls.TLSContext]) -> None:
@@ -736,8 +741,3 @@ def _check_context(context: Optional[tls.TLSContext]) -> None:
             f"the TLS context must be an anynet.tls.TLSContext, not {type(context).__name__}"
         )
 
-
-if __name__ == "__main__":
-    from anynet._cli import main
-
-    raise SystemExit(main(prog="python -m anynet.websocket"))

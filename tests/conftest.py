@@ -33,7 +33,7 @@ def framing(request):
     return importlib.import_module(_BACKEND_MODULES[request.param])
 
 
-_CORE_MODULES = {"compiled": "anynet._speedups", "python": "anynet._connection_core"}
+_CORE_MODULES = {"compiled": "anynet._connection_core_c", "python": "anynet._connection_core"}
 
 
 @pytest.fixture(params=FRAMING_BACKENDS)

@@ -58,6 +58,11 @@ def masked_frame(opcode, payload, fin=True, mask=True, rsv=0):
     return header + key + payload
 
 
+def close_code(payload):
+    """The close code of a Close frame's payload."""
+    return struct.unpack("!H", payload[:2])[0]
+
+
 async def read_frame(reader):
     """Read one frame; return (opcode, payload), unmasking a client's frame."""
     first, second = await asyncio.wait_for(reader.readexactly(2), TIMEOUT)

@@ -8,6 +8,11 @@ import shutil
 
 import pytest
 
+# Close codes a peer may send (RFC 6455 7.4 and the IANA registry), and codes
+# it may not: reserved, only ever reported locally, unassigned, out of range.
+VALID_CLOSE_CODES = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999]
+INVALID_CLOSE_CODES = [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535]
+
 # Seconds any single wait in a test may take before the test fails: generous
 # for a loaded machine, short enough that a hang fails quickly and clearly.
 TIMEOUT = 10

@@ -4,6 +4,7 @@ import asyncio
 import os
 import re
 import shutil
+import subprocess
 import sys
 
 import pytest
@@ -379,3 +380,22 @@ async def test_a_checkout_shadowing_the_compiled_core_is_pointed_out(tmp_path):
     else:
         assert "running the pure-Python core, because the anynet in" in err
         assert f"the installed one in {PACKAGE_PARENT}, which has the compiled core" in err
+
+
+def test_python_m_anynet_websocket_defines_nothing_twice():
+    # The copy of anynet.websocket run as __main__ hands over to the command
+    # line (which imports anynet.websocket) before defining anything itself.
+    script = (
+        "import runpy, sys\n"
+        "sys.argv = ['anynet.websocket', '--version']\n"
+        "try:\n"
+        "    runpy.run_module('anynet.websocket', run_name='__main__', alter_sys=True)\n"
+        "except SystemExit as done:\n"
+        "    traceback = done.__traceback__\n"
+        "    while traceback.tb_frame.f_code.co_filename != sys.modules['anynet.websocket'].__file__:\n"
+        "        traceback = traceback.tb_next\n"
+        "    names = ('connect', 'serve', 'WebSocketClient')\n"
+        "    print([name for name in names if name in traceback.tb_frame.f_globals])\n"
+    )
+    output = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert output.splitlines()[-1] == "[]"

@@ -8,12 +8,11 @@ answered before the Close that reports it.
 from __future__ import annotations
 
 import asyncio
-import struct
 
 import pytest
 
 from anynet import websocket
-from rawpeer import accept_upgrade, masked_frame, raw_upgrade, read_frame
+from rawpeer import accept_upgrade, close_code, masked_frame, raw_upgrade, read_frame
 from support import TIMEOUT, echo
 
 OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING = 0x0, 0x1, 0x2, 0x8, 0x9
@@ -47,10 +46,6 @@ VIOLATIONS_AFTER_VALID_MESSAGES = [
     ),
 ]
 CASE_IDS = [case[0].split(":")[0] for case in VIOLATIONS_AFTER_VALID_MESSAGES]
-
-
-def close_code(payload: bytes) -> int:
-    return struct.unpack("!H", payload[:2])[0]
 
 
 @pytest.fixture

@@ -1,8 +1,10 @@
-"""The compiled and the pure-Python connection core are twins.
+"""The connection core, one source in two builds: compiled by Cython
+(``anynet._connection_core_c``) and interpreted (``anynet._connection_core``).
 
-Every WebSocket test runs on the core that ``anynet._backend`` chose, and the
-suite runs again with ``ANYNET_NO_EXTENSIONS=1``; these tests check, on both
-cores in one run, what the twins must share whichever is chosen.
+Every WebSocket test runs on the build that ``anynet._backend`` chose, and the
+suite runs again with ``ANYNET_NO_EXTENSIONS=1``; these tests run on both
+builds in one run, for what compiling could change: what kind of callable the
+public methods are, and limits beyond a C integer.
 """
 
 import asyncio
@@ -16,31 +18,6 @@ from anynet import _connection_core
 from anynet._ws_options import connection_options
 
 ASYNC_METHODS = ("send", "send_text", "recv", "recv_text", "recv_message", "__anext__")
-
-
-# Helpers that the compiled core keeps as C functions, invisible from Python.
-C_ONLY = {"_receiver", "_next_message", "_refuse_hopeless_wait", "_dispatch", "_deliver"}
-
-
-def own_names(cls):
-    """Attributes and methods the class defines, without Python's and Cython's machinery."""
-    names = {name for name in vars(cls) if not name.startswith("__")} - C_ONLY
-    return names | {name for name in ("__aiter__", "__anext__") if name in vars(cls)}
-
-
-# The pure-Python core is the reference the compiled one is compared with.
-REFERENCE = _connection_core.ConnectionCore
-
-
-def test_each_core_has_the_attributes_and_methods_of_the_reference(core):
-    assert own_names(core.ConnectionCore) == own_names(REFERENCE)
-
-
-@pytest.mark.parametrize("name", ASYNC_METHODS)
-def test_each_core_documents_the_public_methods_as_the_reference_does(core, name):
-    # Python 3.13 strips the indentation of docstrings that it compiles; Cython does not.
-    docstring = inspect.cleandoc(getattr(core.ConnectionCore, name).__doc__ or "")
-    assert docstring and docstring == inspect.cleandoc(getattr(REFERENCE, name).__doc__)
 
 
 def options(**overrides):

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from anynet._events import Close, Ping, Pong, ProtocolError
+from support import INVALID_CLOSE_CODES, VALID_CLOSE_CODES
 
 MASK = b"\x37\xfa\x21\x3d"  # the key of the RFC 6455 section 5.7 examples
 
@@ -227,10 +228,6 @@ def test_close_with_code_and_reason(framing):
 
 def test_close_with_a_1_byte_payload(framing):
     assert error_code(server_reader(framing).feed(client_frame(0x8, b"\x03"))) == 1002
-
-
-VALID_CLOSE_CODES = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999]
-INVALID_CLOSE_CODES = [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535]
 
 
 @pytest.mark.parametrize("code", VALID_CLOSE_CODES)

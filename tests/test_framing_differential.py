@@ -24,12 +24,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from anynet import _framing as reference
+from support import INVALID_CLOSE_CODES, VALID_CLOSE_CODES
 
 # The framing fixture is a module: sharing it between examples is harmless.
 fixture_settings = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
-VALID_CLOSE_CODES = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4999]
-INVALID_CLOSE_CODES = [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535]
 # Bytes that break UTF-8 in different ways: stray continuation, overlong,
 # surrogate, above U+10FFFF, invalid lead, truncated sequences.
 UTF8_BREAKERS = [b"\x80", b"\xc0\xaf", b"\xed\xa0\x80", b"\xed\xbf", b"\xf4\x90\x80\x80", b"\xff", b"\xe2\x82", b"\xf0\x9f"]

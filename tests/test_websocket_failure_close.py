@@ -11,12 +11,11 @@ whole Close frame and then the end of the stream, never ``ConnectionResetError``
 from __future__ import annotations
 
 import asyncio
-import struct
 
 import pytest
 
 from anynet import websocket
-from rawpeer import accept_upgrade, masked_frame, read_frame, read_head, upgrade_request
+from rawpeer import accept_upgrade, close_code, masked_frame, read_frame, read_head, upgrade_request
 from support import TIMEOUT
 
 TRIES = 50
@@ -86,7 +85,7 @@ async def fail_while_sending(server, first_frame, ssl=None):
         finally:
             closing = True
             await asyncio.wait_for(sending, TIMEOUT)
-        code = struct.unpack("!H", payload[:2])[0]
+        code = close_code(payload)
         writer.write(masked_frame(0x8, payload[:2]))
         if ssl is None or code != 1002:
             assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
@@ -266,7 +265,7 @@ async def test_a_cancelled_connect_block_closes_cleanly_while_the_server_sends()
             await asyncio.wait_for(sending, TIMEOUT)
             writer.write_eof()
             rest = await asyncio.wait_for(reader.read(), TIMEOUT)
-            outcomes.put_nowait((opcode, payload, rest))
+            outcomes.put_nowait((opcode, close_code(payload), rest))
         except ConnectionError as error:
             sending.cancel()
             outcomes.put_nowait(error)
@@ -290,7 +289,7 @@ async def test_a_cancelled_connect_block_closes_cleanly_while_the_server_sends()
             with pytest.raises(asyncio.CancelledError):
                 await task
             outcome = await asyncio.wait_for(outcomes.get(), TIMEOUT)
-            assert outcome == (0x8, struct.pack("!H", 1001), b"")
+            assert outcome == (0x8, 1001, b"")
     finally:
         server.close()
         await server.wait_closed()

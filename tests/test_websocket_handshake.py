@@ -25,6 +25,7 @@ from rawpeer import (
     GUID,
     RawServer,
     accept_response,
+    close_code,
     masked_frame,
     read_frame,
     read_head,
@@ -253,7 +254,7 @@ async def test_unmasked_client_frame_is_answered_with_1002_and_tcp_closed(echo_s
         writer.write(masked_frame(0x2, b"unmasked", mask=False))
         opcode, payload = await read_frame(reader)
         assert opcode == 0x8
-        assert struct.unpack("!H", payload[:2])[0] == 1002
+        assert close_code(payload) == 1002
         assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""  # the server closed TCP
     finally:
         writer.close()
@@ -267,7 +268,7 @@ async def test_server_answers_a_raw_close_and_closes_tcp(echo_server):
         assert (await read_head(reader))[0] == 101
         writer.write(masked_frame(0x8, struct.pack("!H", 4444) + b"bye"))
         opcode, payload = await read_frame(reader)
-        assert opcode == 0x8 and struct.unpack("!H", payload[:2])[0] == 4444
+        assert opcode == 0x8 and close_code(payload) == 4444
         assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
     finally:
         writer.close()

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import struct
 
 import pytest
 
 from anynet import websocket
-from rawpeer import accept_upgrade, masked_frame, raw_upgrade, read_frame
+from rawpeer import accept_upgrade, close_code, masked_frame, raw_upgrade, read_frame
 from support import TIMEOUT, url_of
 
 CHUNK = b"c" * 16 * 1024
@@ -188,7 +187,7 @@ async def test_keepalive_closes_a_silent_client_with_1011():
             assert opcode == 0x9
             opcode, payload = await read_frame(reader)
             assert opcode == 0x8
-            assert struct.unpack("!H", payload[:2])[0] == 1011
+            assert close_code(payload) == 1011
             assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
         finally:
             writer.close()
@@ -253,7 +252,7 @@ async def test_protocol_violations_close_with_the_rfc_code(frame, code):
             writer.write(frame)
             opcode, payload = await read_frame(reader)
             assert opcode == 0x8
-            assert struct.unpack("!H", payload[:2])[0] == code
+            assert close_code(payload) == code
             assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
         finally:
             writer.close()
@@ -294,7 +293,7 @@ async def test_masked_frame_from_a_server_fails_the_client_with_1002():
         assert caught.value.code == 1002
         assert client.close_code == 1002
         opcode, payload = await asyncio.wait_for(close_frame, TIMEOUT)
-        assert opcode == 0x8 and struct.unpack("!H", payload[:2])[0] == 1002
+        assert opcode == 0x8 and close_code(payload) == 1002
     finally:
         server.close()
 
