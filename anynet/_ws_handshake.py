@@ -43,6 +43,11 @@ _HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 # The first two bytes of a TLS alert or handshake record (content type 21 or
 # 22, then the major version 3): what a TLS server may answer a plain request.
 _TLS_RECORD_STARTS = (b"\x15\x03", b"\x16\x03")
+class SchemeMismatchError(HandshakeError):
+    """A plain request answered the way a TLS server answers it: the URL's
+    scheme is wrong, and trying again cannot help."""
+
+
 _SPEAKS_TLS = (
     "the server {} the upgrade request: it probably speaks TLS, so connect with wss:// instead of ws://"
 )
@@ -187,7 +192,7 @@ class ResponseHeadProtocol(CopiedReads):
                 self.reading_paused = True
             return
         if not self._received and not self._over_tls and data[:2] in _TLS_RECORD_STARTS:
-            self._fail(HandshakeError(_SPEAKS_TLS.format("answered with a TLS record")))
+            self._fail(SchemeMismatchError(_SPEAKS_TLS.format("answered with a TLS record")))
             return
         self._received += len(data)
         try:
@@ -211,7 +216,7 @@ class ResponseHeadProtocol(CopiedReads):
     def eof_received(self) -> None:
         if not self._received and not self._over_tls:
             # What a TLS server does with a plain HTTP request (OpenSSL sends no alert).
-            self._fail(HandshakeError(_SPEAKS_TLS.format("closed the connection without answering")))
+            self._fail(SchemeMismatchError(_SPEAKS_TLS.format("closed the connection without answering")))
         else:
             self._fail(HandshakeError("the server closed the connection during the handshake"))
 

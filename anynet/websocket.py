@@ -106,7 +106,7 @@ from typing import (
     Union,
 )
 
-from anynet import http, tls
+from anynet import _transport, http, tls
 from anynet._broadcast import DEFAULT_MAX_BACKLOG, BroadcastResult, DeliveryPolicy, broadcast
 from anynet._events import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL
 from anynet._handover import hand_over
@@ -393,7 +393,6 @@ async def _open_connection(
     options: ConnectionOptions,
     timeout: float,
 ) -> WebSocketClient:
-    loop = asyncio.get_running_loop()
     key = generate_key()
     request = build_request(target, key, offer, extra_headers)
     ssl_context = context.get(server=False) if context is not None and target.secure else None
@@ -405,16 +404,12 @@ async def _open_connection(
         server_hostname = target.host if ssl_context is not None else None
         try:
             if unix_path is None:
-                transport, protocol = await loop.create_connection(
-                    head_protocol,
-                    target.host,
-                    target.port,
-                    ssl=ssl_context,
-                    server_hostname=server_hostname,
+                transport, protocol = await _transport.connect(
+                    head_protocol, target.host, target.port, ssl_context, server_hostname
                 )
             else:
-                transport, protocol = await loop.create_unix_connection(
-                    head_protocol, unix_path, ssl=ssl_context, server_hostname=server_hostname
+                transport, protocol = await _transport.connect_unix(
+                    head_protocol, unix_path, ssl_context, server_hostname
                 )
         except ssl.SSLError as error:
             if error.reason in _NOT_TLS_REASONS:

@@ -149,8 +149,10 @@ async def test_http_unix_serve_router_and_its_argument_checks(socket_path):
         assert router.local_address() == (socket_path, 0)
     with pytest.raises(TypeError):
         http.unix_serve(echo, 42)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="reuse_port"):
         http.unix_serve(echo, socket_path, reuse_port=True)
+    with pytest.raises(TypeError):
+        http.unix_serve(echo, socket_path, max_url_size=1)
     with pytest.raises(ValueError):
         http.unix_serve(echo, socket_path, head_timeout=0)
 
