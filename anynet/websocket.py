@@ -302,7 +302,7 @@ class connect:
             await client.disconnect(CLOSE_INTERNAL_ERROR)
         else:
             # Cancelled (or interrupted): no time to wait for the peer.
-            client._close_now(CLOSE_GOING_AWAY, "")
+            client._close_without_waiting(CLOSE_GOING_AWAY, "")
 
     async def __aiter__(self) -> AsyncIterator[WebSocketClient]:
         failures = 0
@@ -747,7 +747,7 @@ class _Endpoint:
             await connection.disconnect(code)
         except BaseException:
             # The server is stopping and cancelled us: say so and go.
-            connection._close_now(CLOSE_GOING_AWAY, "")
+            connection._close_without_waiting(CLOSE_GOING_AWAY, "")
             raise
         finally:
             self.clients.discard(connection)
