@@ -30,10 +30,12 @@ import weakref
 from typing import (
     TYPE_CHECKING,
     Any,
+    Awaitable,
     Callable,
     Dict,
     List,
     Optional,
+    Set,
     Tuple,
     Union,
     cast,
@@ -140,6 +142,7 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         "_unanswered_ping",
         "_latency",
         "_skipped_messages",
+        "_kept_in",
     )
 
     def __init__(
@@ -179,6 +182,9 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         self._unanswered_ping: Optional[bytes] = None
         self._latency: Optional[float] = None
         self._skipped_messages = 0
+        # The server's set of connections, while it holds this one with no
+        # handler running for it (see _keep_in).
+        self._kept_in: Optional[Set[WebSocketClient]] = None
 
     # ------------------------------------------------------------------
     # The application's interface
@@ -223,9 +229,14 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
                 self._resume_reading()
         await self._wait_closed()
 
-    async def wait_closed(self) -> None:
-        """Wait until the connection is closed, e.g. in a handler whose messages go to a callback."""
-        await self._wait_closed()
+    def wait_closed(self) -> Awaitable[None]:
+        """Wait until the connection is closed, e.g. in a handler whose messages go to a callback.
+
+        ``await client.wait_closed()``: it returns a future rather than being
+        a coroutine, so that a handler parked on it for the connection's
+        whole life holds no coroutine frame of ours.
+        """
+        return self._closed_future()
 
     async def close(self) -> None:
         """Drop the TCP connection at once, without a closing handshake.
@@ -348,6 +359,18 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
             except ConnectionClosed:
                 pass
 
+    def _message_callback_set(self) -> bool:
+        return self._on_message is not None
+
+    def _keep_in(self, connections: Set[WebSocketClient]) -> bool:
+        """Leave this connection in ``connections`` until it is lost; False
+        (and out of them) if it is lost already."""
+        if self._transport_lost:
+            connections.discard(self)
+            return False
+        self._kept_in = connections
+        return True
+
     def _call_when_closed(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (once) when the connection is lost or closed."""
         if self._transport_lost:
@@ -390,6 +413,9 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self._transport_lost = True
+        if self._kept_in is not None:
+            self._kept_in.discard(self)
+            self._kept_in = None
         self._state = CLOSED
         self._set_close_code(CLOSE_ABNORMAL, "the connection was lost")
         self._stop_receiving()
@@ -708,15 +734,20 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
             self._transport.abort()
 
     async def _wait_closed(self) -> None:
-        if self._transport_lost:
-            return
+        await self._closed_future()
+
+    def _closed_future(self) -> asyncio.Future[None]:
+        """A future that the end of the connection completes (done already if it has ended)."""
         # A future per caller, so that one caller's cancellation does not
         # end the others' wait.
         waiter: asyncio.Future[None] = self._loop.create_future()
+        if self._transport_lost:
+            waiter.set_result(None)
+            return waiter
         if self._closed_waiters is None:
             self._closed_waiters = []
         self._closed_waiters.append(waiter)
-        await waiter
+        return waiter
 
     def _set_close_code(self, code: int, reason: str) -> None:
         if self._close_code is None:
