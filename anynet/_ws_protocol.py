@@ -85,6 +85,11 @@ _MAX_COPIED_SERVER_PAYLOAD = 256 * 1024
 _MAX_HEADER_SIZE = 14
 # send_nowait() buffers up to this many times write_limit (see _check_send_bound).
 SEND_NOWAIT_BOUND = 4
+# What a connection holds for its drainers and pings until it has some: one
+# empty list and dict for all of them, never added to (the code that adds
+# first gives the connection its own).
+_NO_WAITERS: List[Any] = []
+_NO_PINGS: Dict[bytes, Any] = {}
 
 
 class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
@@ -174,9 +179,11 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         self._closed_waiters: Optional[List[asyncio.Future[None]]] = None
 
         self._joins_writelines = False
-        self._drainers: List[asyncio.Future[None]] = []
+        # Until first needed, the shared empties below: most connections
+        # never wait for their send buffer, nor send a ping.
+        self._drainers: List[asyncio.Future[None]] = _NO_WAITERS
 
-        self._pings: Dict[bytes, Tuple[float, Optional[asyncio.Future[float]]]] = {}
+        self._pings: Dict[bytes, Tuple[float, Optional[asyncio.Future[float]]]] = _NO_PINGS
         self._keepalive_payload: Optional[bytes] = None
         self._keepalive_timer: Optional[asyncio.TimerHandle] = None
         self._unanswered_ping: Optional[bytes] = None
@@ -473,7 +480,7 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         """No message can arrive any more: wake receivers and fail pings in flight."""
         self._receiving = False
         _wake(self._receivers)
-        pings, self._pings = self._pings, {}
+        pings, self._pings = self._pings, _NO_PINGS
         for _, waiter in pings.values():
             if waiter is not None and not waiter.done():
                 waiter.set_exception(self._closed_exception())
@@ -538,6 +545,8 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
     async def _wait_for_writing(self) -> None:
         while self._writing_paused and self._state is OPEN:
             drainer: asyncio.Future[None] = self._loop.create_future()
+            if self._drainers is _NO_WAITERS:
+                self._drainers = []
             self._drainers.append(drainer)
             try:
                 await drainer
@@ -553,6 +562,8 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
             payload = os.urandom(4)
         # Not the loop's clock: uvloop's ticks in milliseconds, longer than a
         # round trip on a local network.
+        if self._pings is _NO_PINGS:
+            self._pings = {}
         self._pings[payload] = (time.monotonic(), waiter)
         self._write(self._writer.encode(OP_PING, payload))
         return payload
