@@ -3,7 +3,10 @@
 A server's frames are not masked, so a message to many server-side
 connections is encoded into one frame and the same bytes are written to
 each; a client-side connection masks every frame with a key of its own, so
-it is encoded for each. Only the connection methods grouped under "What
+it is encoded for each. With permessage-deflate the same holds for
+compression: the connections that compress without context takeover with
+the same window and level get one frame, compressed once; a connection
+that keeps its context gets a frame compressed for it alone. Only the connection methods grouped under "What
 broadcast asks of a connection" in ``anynet._ws_protocol`` are used here.
 
 Two delivery policies decide what happens to a connection whose peer does
@@ -20,7 +23,19 @@ not keep up (more than ``write_limit`` bytes wait to be sent to it):
 
 from __future__ import annotations
 
-from typing import Any, Collection, Generator, Iterable, List, Literal, Optional, Tuple, Union
+from typing import (
+    Any,
+    Collection,
+    Dict,
+    Generator,
+    Hashable,
+    Iterable,
+    List,
+    Literal,
+    Optional,
+    Tuple,
+    Union,
+)
 
 from anynet._events import OP_BINARY, OP_TEXT
 from anynet._ws_protocol import WebSocketClient
@@ -108,7 +123,12 @@ def send_frames(
 ) -> BroadcastResult:
     """``broadcast`` with checked arguments; a text payload may be UTF-8 bytes
     (the pub/sub hub relays text without decoding it)."""
-    frame: Optional[bytes] = None
+    # The frames encoded so far, by the key of the connections that can
+    # share each; the last one is at hand, as most connections share it.
+    frames: Dict[Hashable, bytes] = {}
+    last_key: Hashable = None
+    frame = b""
+    size = len(payload)
     sent = 0
     skipped: Optional[List[WebSocketClient]] = None
     closed: Optional[List[WebSocketClient]] = None
@@ -128,12 +148,16 @@ def send_frames(
                     closed = []
                 closed.append(client)
                 continue
-        if client._masks_frames():
-            # A client frame needs a fresh mask every time.
+        key = client._frame_sharing_key(size)
+        if key is None:
             client._write(client._encode_frame(opcode, payload))
         else:
-            if frame is None:
-                frame = client._encode_frame(opcode, payload)
+            if key != last_key:
+                last_key = key
+                cached = frames.get(key)
+                if cached is None:
+                    cached = frames[key] = client._encode_frame(opcode, payload)
+                frame = cached
             client._write(frame)
         sent += 1
     result = BroadcastResult(sent)

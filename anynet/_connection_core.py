@@ -37,6 +37,7 @@ from anynet._ws_errors import (
 if TYPE_CHECKING:
     from anynet import _cython_shim as cython
     from anynet import _framing
+    from anynet._deflate import Deflater
     from anynet._events import ProtocolError
     from anynet._ws_options import ConnectionOptions
 else:
@@ -72,6 +73,8 @@ class ConnectionCore:
         "_reader",
         "get_buffer",
         "_writer",
+        "_deflater",
+        "_compress_min",
         "_transport",
         "_transport_lost",
         "_state",
@@ -103,7 +106,12 @@ class ConnectionCore:
         def _write_large(self, opcode: int, payload: Union[bytes, bytearray]) -> None: ...
 
     def __init__(
-        self, reader: _framing.FrameReader, writer: _framing.FrameWriter, options: ConnectionOptions
+        self,
+        reader: _framing.FrameReader,
+        writer: _framing.FrameWriter,
+        options: ConnectionOptions,
+        deflater: Optional[Deflater] = None,
+        compress_min: int = 0,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._reader = reader
@@ -113,6 +121,10 @@ class ConnectionCore:
         # called from a method, it costs no Python frame per read.
         self.get_buffer = reader.get_buffer
         self._writer = writer
+        # permessage-deflate, when negotiated: messages from _compress_min
+        # bytes (characters) on are compressed.
+        self._deflater = deflater
+        self._compress_min = sys.maxsize if deflater is None else compress_min
         self._transport: Optional[asyncio.Transport] = None
         self._transport_lost = False
         self._state = OPEN
@@ -136,8 +148,12 @@ class ConnectionCore:
     # ------------------------------------------------------------------
     # Sending
 
-    async def send(self, data: bytes) -> None:
-        """Send a binary message. Waits while the send buffer is over ``write_limit``."""
+    async def send(self, data: bytes, *, compress: bool = True) -> None:
+        """Send a binary message. Waits while the send buffer is over ``write_limit``.
+
+        With permessage-deflate negotiated, ``compress=False`` sends this one
+        message uncompressed (e.g. data that is compressed already).
+        """
         # The argument first: a wrong type is our user's bug, open or not.
         cls: type = type(data)
         if cls is not bytes and not isinstance(data, (bytes, bytearray, memoryview)):
@@ -146,13 +162,18 @@ class ConnectionCore:
             raise self._closed_exception()
         if self._writing_paused:
             await self._wait_for_writing()
-        if (cls is bytes or cls is bytearray) and len(data) >= LARGE_PAYLOAD_SIZE:
+        if len(data) >= self._compress_min and compress:
+            self._write(self._compressed_frame(OP_BINARY, data))
+        elif (cls is bytes or cls is bytearray) and len(data) >= LARGE_PAYLOAD_SIZE:
             self._write_large(OP_BINARY, data)
         else:
             self._write(self._writer.encode(OP_BINARY, data))
 
-    async def send_text(self, data: str) -> None:
-        """Send a text message. Waits while the send buffer is over ``write_limit``."""
+    async def send_text(self, data: str, *, compress: bool = True) -> None:
+        """Send a text message. Waits while the send buffer is over ``write_limit``.
+
+        ``compress`` as for ``send``.
+        """
         if type(data) is not str and not isinstance(data, str):
             raise TypeError(
                 f"send_text() takes str, not {type(data).__name__}; use send() for bytes"
@@ -161,9 +182,22 @@ class ConnectionCore:
             raise self._closed_exception()
         if self._writing_paused:
             await self._wait_for_writing()
-        self._write(self._writer.encode(OP_TEXT, data))
+        if len(data) >= self._compress_min and compress:
+            self._write(self._compressed_frame(OP_TEXT, data))
+        else:
+            self._write(self._writer.encode(OP_TEXT, data))
 
-    def send_nowait(self, data: bytes) -> None:
+    def _compressed_frame(self, opcode: int, data: Union[bytes, bytearray, memoryview, str]) -> bytes:
+        deflater = self._deflater
+        assert deflater is not None
+        compressed = deflater.compress(data)
+        if len(compressed) >= len(data) and deflater.no_context_takeover:
+            # Incompressible: sent as it is. (A compressor that keeps its
+            # context cannot drop what it compressed: the peer's must follow.)
+            return self._writer.encode(opcode, data)
+        return self._writer.encode(opcode, compressed, True, True)
+
+    def send_nowait(self, data: bytes, *, compress: bool = True) -> None:
         """Send a binary message now, without waiting; see ``set_message_callback``."""
         cls: type = type(data)
         if cls is not bytes and not isinstance(data, (bytes, bytearray, memoryview)):
@@ -174,12 +208,14 @@ class ConnectionCore:
             raise self._closed_exception()
         if self._writing_paused:
             self._check_send_bound()
-        if (cls is bytes or cls is bytearray) and len(data) >= LARGE_PAYLOAD_SIZE:
+        if len(data) >= self._compress_min and compress:
+            self._write(self._compressed_frame(OP_BINARY, data))
+        elif (cls is bytes or cls is bytearray) and len(data) >= LARGE_PAYLOAD_SIZE:
             self._write_large(OP_BINARY, data)
         else:
             self._write(self._writer.encode(OP_BINARY, data))
 
-    def send_text_nowait(self, data: str) -> None:
+    def send_text_nowait(self, data: str, *, compress: bool = True) -> None:
         """Send a text message now, without waiting; see ``set_message_callback``."""
         if type(data) is not str and not isinstance(data, str):
             raise TypeError(
@@ -189,7 +225,10 @@ class ConnectionCore:
             raise self._closed_exception()
         if self._writing_paused:
             self._check_send_bound()
-        self._write(self._writer.encode(OP_TEXT, data))
+        if len(data) >= self._compress_min and compress:
+            self._write(self._compressed_frame(OP_TEXT, data))
+        else:
+            self._write(self._writer.encode(OP_TEXT, data))
 
     def _write(self, data: bytes) -> None:
         pending = self._pending

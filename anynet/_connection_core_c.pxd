@@ -20,6 +20,8 @@ cdef class ConnectionCore:
     cdef public FrameReader _reader
     cdef public object get_buffer
     cdef public FrameWriter _writer
+    cdef public object _deflater
+    cdef public Py_ssize_t _compress_min
     cdef public object _transport
     cdef public bint _transport_lost
     cdef public object _state
@@ -37,6 +39,8 @@ cdef class ConnectionCore:
     cdef public bint _writing_paused
     cdef public object _on_message
 
+    @cython.locals(deflater=object, compressed=bytes)
+    cpdef bytes _compressed_frame(self, int opcode, data)
     @cython.locals(pending=list, batch=list)
     cpdef void _write(self, bytes data) except *
     @cython.locals(pending=list)

@@ -57,6 +57,8 @@ from anynet._events import (
 from anynet._ws_options import DEFAULT_MAX_MESSAGE_SIZE
 
 if TYPE_CHECKING:
+    from anynet._deflate import Inflater
+
     Memory = Any  # a C pointer when compiled, a bytes-like object otherwise
 
 __all__ = ["FrameReader", "FrameWriter", "Utf8Validator", "apply_mask", "validate_utf8"]
@@ -471,6 +473,12 @@ class FrameReader:
     fragments); ``None`` means unlimited. A frame that would exceed it is
     refused from its header, before its payload is buffered.
 
+    ``inflater`` (an ``anynet._deflate.Inflater``) is given when the
+    handshake agreed on permessage-deflate: a message whose first frame has
+    RSV1 set is then compressed; it is gathered whole and inflated, within
+    ``max_message_size`` again, when its last frame arrives. Without it,
+    RSV1 is a protocol error like the other reserved bits.
+
     Feed it with ``feed(data)``, or read straight into its buffer with
     ``get_buffer()`` / ``buffer_updated()`` from an ``asyncio.BufferedProtocol``.
     Both return the events of every frame completed by the new bytes; see
@@ -482,6 +490,7 @@ class FrameReader:
         "_masked_bit",
         "_has_limit",
         "_limit",
+        "_compressed_limit",
         "_buffer",
         "_capacity",
         "_start",
@@ -498,6 +507,8 @@ class FrameReader:
         "_message_size",
         "_message_capacity",
         "_utf8_state",
+        "_inflater",
+        "_compressed",
         "_seek_skip",
         "_seek_pending",
         "failed",
@@ -505,7 +516,12 @@ class FrameReader:
         "seeking",
     )
 
-    def __init__(self, is_client: bool, max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+    def __init__(
+        self,
+        is_client: bool,
+        max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE,
+        inflater: Optional[Inflater] = None,
+    ) -> None:
         self._has_limit = max_message_size is not None
         if max_message_size is not None:
             if not isinstance(max_message_size, int):
@@ -514,8 +530,12 @@ class FrameReader:
                 raise ValueError(f"max_message_size must be positive or None, not {max_message_size}")
             # Beyond 2**64 - 1 no message can reach the limit anyway.
             self._limit = min(max_message_size, UINT64_MAX)
+            # What a compressed message may take on the wire: deflate makes
+            # incompressible data a little longer (stored blocks cost 5 bytes
+            # per 64 KiB), and its inflated size is held to the limit anyway.
+            self._compressed_limit = min(max_message_size + (max_message_size >> 10) + 64, UINT64_MAX)
         else:
-            self._limit = 0
+            self._limit = self._compressed_limit = 0
         # The MASK bit every frame from the peer must carry.
         self._masked_bit = 0 if is_client else 0x80
         # Unparsed bytes live in _buffer[_start:_end] (of _capacity bytes);
@@ -544,6 +564,10 @@ class FrameReader:
         self._message = NO_MEMORY
         self._message_size = self._message_capacity = 0
         self._utf8_state = ANYNET_UTF8_ACCEPT
+        # permessage-deflate, when negotiated, and whether the message in
+        # progress is compressed (its fragments are gathered, not validated).
+        self._inflater = inflater
+        self._compressed = False
         #: A ProtocolError was reported; further input is ignored.
         self.failed = False
         #: A Close was reported, or ``stop()`` called; further input is ignored.
@@ -808,6 +832,7 @@ class FrameReader:
         self._message_opcode = 0
         self._message_size = self._message_capacity = 0
         self._utf8_state = ANYNET_UTF8_ACCEPT
+        self._compressed = False
 
     def _fail(self, events: List[Event], code: int, reason: str) -> int:
         events.append(ProtocolError(code, reason))
@@ -830,7 +855,12 @@ class FrameReader:
             opcode = first & 0x0F
             fin = first & 0x80
             if first & 0x70:
-                return self._fail(events, 1002, "reserved bits set without an extension")
+                if first & 0x70 != 0x40 or self._inflater is None:
+                    return self._fail(events, 1002, "reserved bits set without an extension")
+                if opcode == OP_CONTINUATION or opcode >= OP_CLOSE:
+                    # RFC 7692 section 6.1: only a message's first frame says
+                    # whether the message is compressed.
+                    return self._fail(events, 1002, "RSV1 set on a control or continuation frame")
             if opcode >= OP_CLOSE:
                 if opcode > OP_PONG:
                     return self._fail(events, 1002, "unknown opcode")
@@ -864,13 +894,15 @@ class FrameReader:
                     return self._fail(events, 1002, "frame length with the most significant bit set")
                 header_size = 10
             # _message_size never exceeds the limit, so this cannot wrap around.
-            if opcode < OP_CLOSE and self._has_limit and length > self._limit - self._message_size:
-                frame_size = header_size + length + (4 if masked_bit else 0)
-                if frame_size > available:
-                    self._resync(frame_size - available, data, end, end)
-                else:
-                    self._resync(0, data, pos + frame_size, end)
-                return self._fail(events, 1009, "message too big")
+            if opcode < OP_CLOSE and self._has_limit:
+                limit = self._compressed_limit if first & 0x40 or self._compressed else self._limit
+                if length > limit - self._message_size:
+                    frame_size = header_size + length + (4 if masked_bit else 0)
+                    if frame_size > available:
+                        self._resync(frame_size - available, data, end, end)
+                    else:
+                        self._resync(0, data, pos + frame_size, end)
+                    return self._fail(events, 1009, "message too big")
             if masked_bit:
                 header_size += 4
             frame_size = header_size + length
@@ -891,6 +923,9 @@ class FrameReader:
                     events.append(Pong(_payload(data, payload_start, size, key)))
                 else:
                     return self._close(events, _payload(data, payload_start, size, key))
+            elif first & 0x40 and fin:
+                if not self._inflate(events, opcode, _payload(data, payload_start, size, key)):
+                    return 0
             elif fin and not self._message_opcode:
                 if opcode == OP_TEXT:
                     message = _text(data, payload_start, size, key)
@@ -900,9 +935,12 @@ class FrameReader:
                     events.append(message)
                 else:
                     events.append(_payload(data, payload_start, size, key))
-            elif not self._fragment(events, opcode, data, payload_start, size, key, fin, 0):
-                self._resync(0, data, pos, end)
-                return 0
+            else:
+                if first & 0x40:
+                    self._compressed = True
+                if not self._fragment(events, opcode, data, payload_start, size, key, fin, 0):
+                    self._resync(0, data, pos, end)
+                    return 0
 
     def _check_text_prefix(self, events: List[Event]) -> None:
         """Unmask and validate, in place, the payload bytes that arrived since
@@ -914,6 +952,8 @@ class FrameReader:
             opcode == OP_TEXT or (opcode == OP_CONTINUATION and self._message_opcode == OP_TEXT)
         ):
             return
+        if self._frame_first & 0x40 or self._compressed:
+            return  # compressed bytes are not text: inflated whole, then decoded
         payload = self._start + self._frame_header_size
         arrived = self._end - payload
         done = self._text_done
@@ -971,6 +1011,7 @@ class FrameReader:
         offset = self._message_size
         if opcode:
             self._message_opcode = opcode
+        text = self._message_opcode == OP_TEXT and not self._compressed
         if size:
             if offset + size > self._message_capacity:
                 capacity = max(offset + size, 2 * self._message_capacity)
@@ -982,21 +1023,38 @@ class FrameReader:
             else:
                 _copy(self._message, offset, data, start, size)
             self._message_size = offset + size
-            if self._message_opcode == OP_TEXT:
+            if text:
                 # Validating each fragment as it comes: a bad message fails on
                 # its first bad fragment, not when it ends.
                 self._utf8_state = _validate(self._utf8_state, self._message, offset + done, size - done)
-        if self._message_opcode == OP_TEXT and (
+        if text and (
             self._utf8_state == ANYNET_UTF8_REJECT or (fin and self._utf8_state != ANYNET_UTF8_ACCEPT)
         ):
             self._fail(events, 1007, "invalid UTF-8 in a text message")
             return False
+        if fin and self._compressed:
+            compressed = _writable_view(self._message, 0, self._message_size)
+            opcode = self._message_opcode
+            try:
+                return self._inflate(events, opcode, compressed)
+            finally:
+                compressed.release()
+                self._drop_message()
         if fin:
-            if self._message_opcode == OP_TEXT:
+            if text:
                 events.append(_decode_utf8(self._message, 0, self._message_size))  # type: ignore[arg-type]
             else:
                 events.append(_payload(self._message, 0, self._message_size, -1))
             self._drop_message()
+        return True
+
+    def _inflate(self, events: List[Event], opcode: int, payload: Buffer) -> bool:
+        """Report the compressed message ``payload``; False after a violation."""
+        try:
+            events.append(self._inflater.decompress(payload, opcode == OP_TEXT))  # type: ignore[union-attr]
+        except ProtocolError as error:
+            self._fail(events, error.code, error.reason)
+            return False
         return True
 
     def _close(self, events: List[Event], payload: bytes) -> int:
@@ -1125,6 +1183,15 @@ def _write_header(out: Memory, opcode: int, length: int, fin: bool, mask_bit: in
             out[2 + i] = (length >> (56 - 8 * i)) & 0xFF
 
 
+def _with_rsv1(frame: bytes) -> bytes:
+    """``frame`` with RSV1 set (the compressed-message bit)."""
+    if cython.compiled:
+        # A new bytes object that nothing else has seen yet.
+        _bytes_memory(frame)[0] |= 0x40
+        return frame
+    return bytes((frame[0] | 0x40,)) + frame[1:]
+
+
 class FrameWriter:
     """Encodes frames for one side of a connection.
 
@@ -1141,8 +1208,15 @@ class FrameWriter:
         self._keys: Optional[bytes] = None
         self._key_offset = 0
 
-    def encode(self, opcode: int, payload: Union[Buffer, str], fin: bool = True) -> bytes:
-        """One complete frame; a ``str`` payload is encoded as UTF-8."""
+    def encode(self, opcode: int, payload: Union[Buffer, str], fin: bool = True, rsv1: bool = False) -> bytes:
+        """One complete frame; a ``str`` payload is encoded as UTF-8.
+
+        ``rsv1`` marks the first frame of a compressed message (RFC 7692).
+        """
+        if rsv1:
+            if not OP_TEXT <= opcode <= OP_BINARY:
+                raise ValueError("only the first frame of a text or binary message can be compressed")
+            return _with_rsv1(self.encode(opcode, payload, fin))
         if cython.compiled:
             if isinstance(payload, str):
                 # The UTF-8 form of an ASCII string is its own storage; others

@@ -82,6 +82,9 @@ cdef Py_ssize_t _header_size(uint64_t length) noexcept
 cdef void _write_header(unsigned char *out, int opcode, uint64_t length, bint fin, unsigned int mask_bit) noexcept
 
 
+cdef bytes _with_rsv1(bytes frame)
+
+
 @cython.final
 cdef class Utf8Validator:
     cdef int _state
@@ -94,6 +97,7 @@ cdef class FrameReader:
         unsigned int _masked_bit
         bint _has_limit
         uint64_t _limit
+        uint64_t _compressed_limit
         unsigned char *_buffer
         Py_ssize_t _capacity
         Py_ssize_t _start
@@ -110,6 +114,8 @@ cdef class FrameReader:
         Py_ssize_t _message_size
         Py_ssize_t _message_capacity
         int _utf8_state
+        object _inflater
+        bint _compressed
         object _seek_skip
         bytes _seek_pending
         readonly bint failed
@@ -136,7 +142,8 @@ cdef class FrameReader:
     cdef Py_ssize_t _fail(self, list events, int code, str reason) except -1
     @cython.locals(masked_bit=cython.uint, first=cython.uint, second=cython.uint, opcode=cython.uint,
                    fin=cython.uint, length=uint64_t, frame_size=uint64_t, available=Py_ssize_t,
-                   header_size=Py_ssize_t, payload_start=Py_ssize_t, size=Py_ssize_t, key=Py_ssize_t)
+                   header_size=Py_ssize_t, payload_start=Py_ssize_t, size=Py_ssize_t, key=Py_ssize_t,
+                   limit=uint64_t)
     cdef Py_ssize_t _parse(self, const unsigned char *data, Py_ssize_t pos, Py_ssize_t end,
                            list events) except -1
     @cython.locals(opcode=cython.uint, payload=Py_ssize_t, arrived=Py_ssize_t, done=Py_ssize_t,
@@ -145,9 +152,10 @@ cdef class FrameReader:
     @cython.locals(buffer=cython.p_uchar, payload=Py_ssize_t, size=Py_ssize_t, done=Py_ssize_t,
                    key=Py_ssize_t, opcode=cython.uint, fin=cython.uint)
     cdef void _finish_text_frame(self, list events)
-    @cython.locals(offset=Py_ssize_t, capacity=Py_ssize_t)
+    @cython.locals(offset=Py_ssize_t, capacity=Py_ssize_t, text=bint)
     cdef bint _fragment(self, list events, unsigned int opcode, const unsigned char *data, Py_ssize_t start,
                         Py_ssize_t size, Py_ssize_t key, unsigned int fin, Py_ssize_t done) except -1
+    cdef bint _inflate(self, list events, unsigned int opcode, object payload) except -1
     @cython.locals(size=Py_ssize_t, code=cython.uint)
     cdef Py_ssize_t _close(self, list events, bytes payload) except -1
     cdef int _resync(self, uint64_t skip, const unsigned char *data, Py_ssize_t start, Py_ssize_t end) except -1
@@ -160,7 +168,7 @@ cdef class FrameWriter:
     cdef bytes _keys
     cdef Py_ssize_t _key_offset
 
-    cpdef bytes encode(self, int opcode, payload, bint fin=*)
+    cpdef bytes encode(self, int opcode, payload, bint fin=*, bint rsv1=*)
     cdef Py_ssize_t _frame_size(self, Py_ssize_t payload_size) noexcept
     cdef bytes _frame(self, int opcode, const unsigned char *payload, Py_ssize_t size, bint fin)
     @cython.locals(frame_size=Py_ssize_t)

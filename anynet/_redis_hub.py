@@ -138,7 +138,11 @@ class RedisHub(Hub):
         self._sequences: Dict[str, int] = {}
         self._outgoing: Deque[Tuple[bytes, bytes]] = deque()
         self._outgoing_size = 0
+        # Messages at the head of the queue written to the current connection
+        # and not yet acknowledged by Redis.
+        self._written = 0
         self._outgoing_waiter: Optional[asyncio.Future[None]] = None
+        self._written_waiter: Optional[asyncio.Future[None]] = None
         self._drained: Optional[asyncio.Future[None]] = None
         self._gaps = GapCounter()
         # The channels of the topics with local subscribers; those asked of
@@ -267,9 +271,7 @@ class RedisHub(Hub):
             return result
         self._outgoing.append((self._channel(topic), envelope))
         self._outgoing_size += len(envelope)
-        waiter = self._outgoing_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake(self._outgoing_waiter)
         return result
 
     @property
@@ -287,50 +289,77 @@ class RedisHub(Hub):
 
     async def _publisher_loop(self) -> None:
         assert self._publisher_up is not None
-        loop = asyncio.get_running_loop()
-        connection: Optional[AbstractConnection] = None
         failures = 0
         while True:
-            if connection is None:
-                try:
-                    connection = await _open_connection(self._publisher_pool)
-                except Exception as error:
-                    failures += 1
-                    await self._connection_failed("publisher", None, error, failures)
-                    continue
-                if failures:
-                    self.stats.reconnects += 1
-                failures = 0
-                self._publisher_up.set()
-            if not self._outgoing:
-                self._outgoing_waiter = loop.create_future()
-                await self._outgoing_waiter
-                self._outgoing_waiter = None
-                continue
-            batch = list(islice(self._outgoing, _BATCH))
             try:
+                connection = await _open_connection(self._publisher_pool)
+            except Exception as error:
+                failures += 1
+                await self._connection_failed("publisher", None, error, failures)
+                continue
+            if failures:
+                self.stats.reconnects += 1
+            self._publisher_up.set()
+            failure: Optional[BaseException] = None
+            try:
+                await self._publish_on(connection)
+            except Exception as error:
+                failure = error
+            self._publisher_up.clear()
+            # What Redis did not acknowledge is written again on the next
+            # connection; a receiver drops what it already had.
+            self._written = 0
+            failures = 1
+            await self._connection_failed("publisher", connection, failure, failures)
+
+    async def _publish_on(self, connection: AbstractConnection) -> None:
+        """Write the queued messages to Redis, each batch as soon as there is
+        one: Redis's answers to the earlier ones are read meanwhile, so no
+        message waits for a round trip. Ends only by raising, when the
+        connection fails."""
+        loop = asyncio.get_running_loop()
+        acknowledging = asyncio.ensure_future(self._read_acknowledgements(connection))
+        try:
+            while True:
+                if self._written == len(self._outgoing):
+                    waiter = self._outgoing_waiter = loop.create_future()
+                    await asyncio.wait([waiter, acknowledging], return_when=asyncio.FIRST_COMPLETED)
+                    self._outgoing_waiter = None
+                    if acknowledging.done():
+                        acknowledging.result()  # its error
+                    continue
+                batch = list(islice(self._outgoing, self._written, self._written + _BATCH))
                 await connection.send_packed_command(
                     connection.pack_commands(
                         [(b"PUBLISH", channel, envelope) for channel, envelope in batch]
                     ),
                     check_health=False,
                 )
-                for _ in batch:
-                    await connection.read_response()
-            except Exception as error:
-                # Kept in the queue: sent again once reconnected, and a
-                # receiver drops what it already had.
-                self._publisher_up.clear()
-                failures += 1
-                await self._connection_failed("publisher", connection, error, failures)
-                connection = None
-                continue
-            for _ in batch:
-                _, envelope = self._outgoing.popleft()
-                self._outgoing_size -= len(envelope)
-            if not self._outgoing and self._drained is not None:
-                self._drained.set_result(None)
+                self._written += len(batch)
+                self._wake(self._written_waiter)
+        finally:
+            acknowledging.cancel()
+
+    async def _read_acknowledgements(self, connection: AbstractConnection) -> None:
+        """Take each message Redis answered off the queue, in order. A batch
+        not answered within 5 s fails the connection (Redis stopped answering)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self._written:
+                self._written_waiter = loop.create_future()
+                await self._written_waiter
+            await connection.read_response()
+            _, envelope = self._outgoing.popleft()
+            self._written -= 1
+            self._outgoing_size -= len(envelope)
+            if not self._outgoing:
+                self._wake(self._drained)
                 self._drained = None
+
+    @staticmethod
+    def _wake(waiter: Optional[asyncio.Future[None]]) -> None:
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     # ------------------------------------------------------------------
     # Receiving

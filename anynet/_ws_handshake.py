@@ -23,6 +23,14 @@ from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, c
 import httptools
 
 from anynet._copied_reads import CopiedReads
+from anynet._deflate_negotiation import (
+    DeflateParameters,
+    NegotiationError,
+    PerMessageDeflate,
+    check_server_answer,
+    client_offer,
+    server_answer,
+)
 from anynet._http_message import TOKEN
 from anynet._url import WebSocketURL
 from anynet._ws_errors import HandshakeError
@@ -43,6 +51,11 @@ _HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 # The first two bytes of a TLS alert or handshake record (content type 21 or
 # 22, then the major version 3): what a TLS server may answer a plain request.
 _TLS_RECORD_STARTS = (b"\x15\x03", b"\x16\x03")
+class SchemeMismatchError(HandshakeError):
+    """A plain request answered the way a TLS server answers it: the URL's
+    scheme is wrong, and trying again cannot help."""
+
+
 _SPEAKS_TLS = (
     "the server {} the upgrade request: it probably speaks TLS, so connect with wss:// instead of ws://"
 )
@@ -122,7 +135,11 @@ _HANDSHAKE_HEADERS = frozenset(
 
 
 def build_request(
-    url: WebSocketURL, key: str, protocols: Sequence[str], headers: Sequence[Tuple[str, str]]
+    url: WebSocketURL,
+    key: str,
+    protocols: Sequence[str],
+    headers: Sequence[Tuple[str, str]],
+    deflate_offers: Sequence[PerMessageDeflate] = (),
 ) -> bytes:
     """The client's upgrade request, ready to be written."""
     lines = [
@@ -135,6 +152,8 @@ def build_request(
     ]
     if protocols:
         lines.append(f"Sec-WebSocket-Protocol: {', '.join(protocols)}")
+    if deflate_offers:
+        lines.append(f"Sec-WebSocket-Extensions: {client_offer(deflate_offers)}")
     lines.extend(f"{name}: {value}" for name, value in headers)
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
@@ -187,7 +206,7 @@ class ResponseHeadProtocol(CopiedReads):
                 self.reading_paused = True
             return
         if not self._received and not self._over_tls and data[:2] in _TLS_RECORD_STARTS:
-            self._fail(HandshakeError(_SPEAKS_TLS.format("answered with a TLS record")))
+            self._fail(SchemeMismatchError(_SPEAKS_TLS.format("answered with a TLS record")))
             return
         self._received += len(data)
         try:
@@ -211,7 +230,7 @@ class ResponseHeadProtocol(CopiedReads):
     def eof_received(self) -> None:
         if not self._received and not self._over_tls:
             # What a TLS server does with a plain HTTP request (OpenSSL sends no alert).
-            self._fail(HandshakeError(_SPEAKS_TLS.format("closed the connection without answering")))
+            self._fail(SchemeMismatchError(_SPEAKS_TLS.format("closed the connection without answering")))
         else:
             self._fail(HandshakeError("the server closed the connection during the handshake"))
 
@@ -245,8 +264,20 @@ class ResponseHeadProtocol(CopiedReads):
             self.head.set_exception(error)
 
 
-def check_response(head: ResponseHead, key: str, offered: Sequence[str]) -> Optional[str]:
-    """Check the server's answer to our request; return the chosen subprotocol."""
+class ClientHandshake(NamedTuple):
+    """What the server accepted: the subprotocol and permessage-deflate, or None."""
+
+    subprotocol: Optional[str]
+    deflate: Optional[DeflateParameters]
+
+
+def check_response(
+    head: ResponseHead,
+    key: str,
+    offered: Sequence[str],
+    deflate_offers: Sequence[PerMessageDeflate] = (),
+) -> ClientHandshake:
+    """Check the server's answer to our request: what it chose must be what we offered."""
     status, headers = head.status, head.headers
 
     def refuse(message: str) -> HandshakeError:
@@ -260,14 +291,14 @@ def check_response(head: ResponseHead, key: str, offered: Sequence[str]) -> Opti
         raise refuse("the server's response lacks 'Connection: Upgrade'")
     if headers.get("sec-websocket-accept") != accept_value(key):
         raise refuse("the server's Sec-WebSocket-Accept does not match our key")
-    if "sec-websocket-extensions" in headers:
-        raise refuse("the server chose an extension that was not offered")
+    try:
+        deflate = check_server_answer(headers.get("sec-websocket-extensions"), list(deflate_offers))
+    except NegotiationError as error:
+        raise refuse(f"the server's Sec-WebSocket-Extensions is not acceptable: {error}") from None
     chosen = headers.get("sec-websocket-protocol")
-    if chosen is None:
-        return None
-    if chosen not in offered:
+    if chosen is not None and chosen not in offered:
         raise refuse(f"the server chose the subprotocol {chosen!r}, which was not offered")
-    return chosen
+    return ClientHandshake(chosen, deflate)
 
 
 class ServerHandshake(NamedTuple):
@@ -282,16 +313,22 @@ class ServerHandshake(NamedTuple):
     headers: List[Tuple[str, str]]
     message: str
     subprotocol: Optional[str]
+    deflate: Optional[DeflateParameters] = None
 
 
 def check_request(
-    method: str, version: str, headers: Mapping[str, str], protocol: Optional[str]
+    method: str,
+    version: str,
+    headers: Mapping[str, str],
+    protocol: Optional[str],
+    deflate: Optional[PerMessageDeflate] = None,
 ) -> ServerHandshake:
     """Check a client's upgrade request (RFC 6455 section 4.2.1).
 
     ``headers`` must look names up case-insensitively. ``protocol`` is the
     subprotocol the server speaks: when set, a client that does not offer it
-    is refused with 400.
+    is refused with 400. ``deflate`` is what the server accepts of
+    permessage-deflate (None: it declines every offer).
     """
 
     def refuse(
@@ -331,7 +368,13 @@ def check_request(
     ]
     if protocol is not None:
         response_headers.append(("Sec-WebSocket-Protocol", protocol))
-    return ServerHandshake(101, response_headers, "", protocol)
+    agreed = None
+    if deflate is not None:
+        answer = server_answer(headers.get("Sec-WebSocket-Extensions"), deflate)
+        if answer is not None:
+            response_headers.append(("Sec-WebSocket-Extensions", answer[0]))
+            agreed = answer[1]
+    return ServerHandshake(101, response_headers, "", protocol, agreed)
 
 
 def _version_tuple(version: str) -> Tuple[int, ...]:

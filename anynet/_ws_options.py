@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple, Union
+
+from anynet._deflate_negotiation import PerMessageDeflate, check_settings
 
 #: Largest message (the sum of its fragments) accepted from the peer. A peer
 #: that announces a bigger one gets close code 1009.
@@ -26,6 +28,20 @@ DEFAULT_DISCONNECT_TIMEOUT = 5.0
 #: Seconds between keepalive pings, and the seconds to wait for their pong.
 DEFAULT_PING_INTERVAL = 20.0
 DEFAULT_PING_TIMEOUT = 20.0
+#: permessage-deflate (RFC 7692): on by default, with settings by role (see
+#: SERVER_DEFLATE and CLIENT_DEFLATE); None turns it off, a PerMessageDeflate
+#: sets it.
+DEFAULT_COMPRESSION = "deflate"
+#: What a server asks for: both sides start every message afresh, so that no
+#: connection holds compression state between messages (a game server holds
+#: tens of thousands, most of them idle), and a broadcast is compressed once
+#: for all its receivers. Browsers accept both parameters.
+SERVER_DEFLATE = PerMessageDeflate(server_no_context_takeover=True, client_no_context_takeover=True)
+#: What a client offers: what browsers offer, so that every server accepts
+#: it, and whatever the server asks for beyond it.
+CLIENT_DEFLATE = PerMessageDeflate()
+
+Compression = Union[str, PerMessageDeflate, None]
 
 
 class ConnectionOptions(NamedTuple):
@@ -37,6 +53,7 @@ class ConnectionOptions(NamedTuple):
     disconnect_timeout: float = DEFAULT_DISCONNECT_TIMEOUT
     ping_interval: Optional[float] = DEFAULT_PING_INTERVAL
     ping_timeout: Optional[float] = DEFAULT_PING_TIMEOUT
+    compression: Compression = DEFAULT_COMPRESSION
 
 
 def connection_options(
@@ -47,6 +64,7 @@ def connection_options(
     disconnect_timeout: Optional[float] = None,
     ping_interval: Optional[float] = DEFAULT_PING_INTERVAL,
     ping_timeout: Optional[float] = DEFAULT_PING_TIMEOUT,
+    compression: Compression = DEFAULT_COMPRESSION,
 ) -> ConnectionOptions:
     """Check our user's options at once, so that a mistake fails loudly and early.
 
@@ -68,7 +86,27 @@ def connection_options(
         ),
         ping_interval=optional_seconds("ping_interval", ping_interval),
         ping_timeout=optional_seconds("ping_timeout", ping_timeout),
+        compression=_compression(compression),
     )
+
+
+def _compression(value: Compression) -> Compression:
+    if value is None or value == DEFAULT_COMPRESSION:
+        return value
+    if isinstance(value, PerMessageDeflate):
+        return check_settings(value)
+    raise TypeError(
+        f"compression must be 'deflate', None or a PerMessageDeflate, not {value!r}"
+    )
+
+
+def deflate_settings(options: ConnectionOptions, is_client: bool) -> Optional[PerMessageDeflate]:
+    """The permessage-deflate settings of one side, or None if it is off."""
+    compression = options.compression
+    if compression == DEFAULT_COMPRESSION:
+        return CLIENT_DEFLATE if is_client else SERVER_DEFLATE
+    assert compression is None or isinstance(compression, PerMessageDeflate)
+    return compression
 
 
 def connection_options_from(arguments: Mapping[str, Any]) -> ConnectionOptions:

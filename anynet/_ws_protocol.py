@@ -12,12 +12,14 @@ life cycle, control frames, closing, pings and keepalive, large frames.
 The same class serves both roles; the role decides masking (through the
 framing reader and writer) and who closes TCP first (the server).
 
-Closing follows RFC 6455 section 7. States: OPEN; CLOSING, after we sent a
-Close and wait for the peer's; CLOSED, once no more frames may be sent (both
-Close frames exchanged, or the connection failed or was lost). Receiving
-stops separately: once the peer's Close (or a protocol error, or the loss of
-the connection) has been seen, no more messages can arrive, and receivers get
-``ConnectionClosed`` after the queue is drained.
+Closing follows RFC 6455 section 7, by the rules of ``anynet._ws_closing``:
+this module feeds them what happens (a Close requested or received, a
+protocol error, the closing timer, the loss of the transport) and performs
+what they answer on the transport. The core sees three states: OPEN; CLOSING,
+after we sent a Close and wait for the peer's; CLOSED, once no more frames may
+be sent. Receiving stops separately: once the peer's Close (or a protocol
+error, or the loss of the connection) has been seen, no more messages can
+arrive, and receivers get ``ConnectionClosed`` after the queue is drained.
 """
 
 from __future__ import annotations
@@ -27,12 +29,14 @@ import logging
 import os
 import time
 import weakref
+from collections import deque
 from typing import (
     TYPE_CHECKING,
     Any,
     Awaitable,
     Callable,
     Dict,
+    Hashable,
     List,
     Optional,
     Set,
@@ -44,20 +48,20 @@ from typing import (
 from anynet import tls
 from anynet._backend import (
     ConnectionCore,
+    Deflater,
+    Inflater,
     FrameReader,
     FrameWriter,
     buffer_exported,
     wake_tasks_now,
 )
+from anynet import _ws_closing as closing_rules
 from anynet._connection_core import CLOSED, CLOSING, OPEN
 from anynet._events import (
     CLOSE_ABNORMAL,
     CLOSE_INTERNAL_ERROR,
-    CLOSE_NO_STATUS,
     CLOSE_NORMAL,
     CLOSE_TRY_AGAIN_LATER,
-    MAX_CLOSE_REASON,
-    OP_BINARY,
     OP_PING,
     OP_PONG,
     Close,
@@ -66,10 +70,12 @@ from anynet._events import (
     ProtocolError,
 )
 from anynet._http_address import host_port
+from anynet._ws_closing import ClosingHandshake
 from anynet._ws_errors import ConnectionClosed, closed_error
-from anynet._ws_options import ConnectionOptions
+from anynet._ws_options import ConnectionOptions, deflate_settings
 
 if TYPE_CHECKING:
+    from anynet._deflate_negotiation import DeflateParameters
     from anynet.http import HTTPRequest
 
 # The logger of anynet.websocket, whose handlers' errors are logged the same way.
@@ -127,6 +133,8 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
     __slots__ = (
         "subprotocol",
         "request",
+        "deflate",
+        "_inflater",
         "data",
         "_is_client",
         "_options",
@@ -134,9 +142,7 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         "_remote_address",
         "_certificate",
         "_certificate_read",
-        "_close_code",
-        "_close_reason",
-        "_sent_close",
+        "_closing",
         "_close_timer",
         "_closed_waiters",
         "_joins_writelines",
@@ -157,10 +163,26 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         options: ConnectionOptions,
         subprotocol: Optional[str] = None,
         request: Optional[HTTPRequest] = None,
+        deflate: Optional[DeflateParameters] = None,
     ) -> None:
+        inflater = deflater = None
+        compress_min = 0
+        if deflate is not None:
+            settings = deflate_settings(options, is_client)
+            assert settings is not None, "permessage-deflate agreed on while it is off"
+            inflater = Inflater(*deflate.decompressor(is_client), options.max_message_size)
+            deflater = Deflater(*deflate.compressor(is_client), settings.level)
+            compress_min = settings.min_size
         super().__init__(
-            FrameReader(is_client, options.max_message_size), FrameWriter(is_client), options
+            FrameReader(is_client, options.max_message_size, inflater),
+            FrameWriter(is_client),
+            options,
+            deflater,
+            compress_min,
         )
+        #: The permessage-deflate parameters agreed on (None: no compression).
+        self.deflate = deflate
+        self._inflater = inflater
         self.subprotocol = subprotocol
         self.request = request
         self.data: Any = None
@@ -171,9 +193,7 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         self._certificate: Optional[tls.TLSCertificate] = None
         self._certificate_read = False
 
-        self._close_code: Optional[int] = None
-        self._close_reason = ""
-        self._sent_close: Optional[Tuple[int, str]] = None
+        self._closing = ClosingHandshake(is_client, self._writer.encode_close)
         self._close_timer: Optional[asyncio.TimerHandle] = None
         # Tasks waiting for the connection to close; created by the first.
         self._closed_waiters: Optional[List[asyncio.Future[None]]] = None
@@ -218,22 +238,8 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         our Close frame (``ValueError`` for a code an endpoint may not send
         or a reason over 123 bytes in UTF-8).
         """
-        if self._deferred_failure is not None:
-            # The peer broke the protocol: that, not ``code``, is what it is told.
-            self._fail_deferred()
-        if self._state is OPEN:
-            frame = self._writer.encode_close(code, reason)
-            self._state = CLOSING
-            self._sent_close = (code, reason)
-            self._write(frame)
-            self._flush()
-            self._arm_close_timer()
-            self._stop_keepalive()
-            # Senders waiting for the buffer to drain can send nothing more.
-            _wake(self._drainers)
-            # The peer's answer must be read even if the queue is full.
-            if self._reading_paused:
-                self._resume_reading()
+        # The peer may have broken the protocol: then that, not ``code``, is what it is told.
+        self._perform(self._closing.close_requested(code, reason))
         await self._wait_closed()
 
     def wait_closed(self) -> Awaitable[None]:
@@ -251,12 +257,7 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         Data not yet written to the socket is discarded; ``disconnect`` is the
         graceful way to end a connection.
         """
-        if not self._transport_lost:
-            self._state = CLOSED
-            self._set_close_code(CLOSE_ABNORMAL, "the connection was closed locally")
-            self._stop_receiving()
-            self._pending = None
-            self._abort()
+        self._perform(self._closing.abort_requested())
         await self._wait_closed()
 
     @property
@@ -268,12 +269,12 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         or stopped answering pings (1011); or 1006 when the connection ended
         without a Close frame from the peer.
         """
-        return self._close_code
+        return self._closing.close_code
 
     @property
     def close_reason(self) -> str:
         """The reason that came with ``close_code`` (empty while open)."""
-        return self._close_reason
+        return self._closing.close_reason
 
     @property
     def write_buffer_size(self) -> int:
@@ -324,8 +325,9 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         return f"<WebSocketClient {role} side, peer {host}:{port}, {state}>"
 
     # ------------------------------------------------------------------
-    # What broadcast (anynet._broadcast) asks of a connection: these and
-    # ``_write`` are all it uses, so the state behind them can change freely.
+    # What broadcast and the pub/sub hubs (anynet._broadcast, anynet._hub)
+    # ask of a connection: these and ``_write`` are all they use, so the
+    # state behind them can change freely.
 
     def _is_open(self) -> bool:
         """Whether frames may still be sent: no Close sent or received yet."""
@@ -335,14 +337,26 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         """Whether more than ``write_limit`` bytes wait in the transport."""
         return self._writing_paused
 
-    def _masks_frames(self) -> bool:
-        """Whether every frame needs a mask of its own (the client side)."""
-        return self._is_client
+    def _frame_sharing_key(self, size: int) -> Optional[Hashable]:
+        """What makes the frame of a message of ``size`` bytes the same for
+        another connection, or None if it is this connection's alone: a
+        client's frame has a mask of its own, and a compressor that keeps its
+        context between messages compresses for one connection only."""
+        if self._is_client:
+            return None
+        deflater = self._deflater
+        if deflater is None or size < self._compress_min:
+            return False  # the plain frame
+        if not deflater.no_context_takeover:
+            return None
+        return (deflater.window_bits, deflater.level, deflater.mem_level)
 
     def _encode_frame(
         self, opcode: int, payload: Union[bytes, bytearray, memoryview, str]
     ) -> bytes:
-        """One complete frame for this connection."""
+        """One complete frame for this connection, compressed as ``send`` would."""
+        if len(payload) >= self._compress_min:
+            return self._compressed_frame(opcode, payload)
         return self._writer.encode(opcode, payload)
 
     def _unsent_bytes(self) -> int:
@@ -356,7 +370,7 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
 
     def _close_overloaded(self, reason: str) -> None:
         """Close with 1013 at once: what was written still goes first, then the Close."""
-        self._close_now(CLOSE_TRY_AGAIN_LATER, reason)
+        self._close_without_waiting(CLOSE_TRY_AGAIN_LATER, reason)
 
     async def _until_writable(self) -> None:
         """Return once at most ``write_limit`` bytes wait, or the connection closed."""
@@ -423,18 +437,13 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         if self._kept_in is not None:
             self._kept_in.discard(self)
             self._kept_in = None
-        self._state = CLOSED
-        self._set_close_code(CLOSE_ABNORMAL, "the connection was lost")
-        self._stop_receiving()
-        self._stop_keepalive()
-        if self._close_timer is not None:
-            self._close_timer.cancel()
-            self._close_timer = None
-        self._pending = None
-        _wake(self._drainers)
-        waiters, self._closed_waiters = self._closed_waiters, None
-        if waiters:
-            wake_tasks_now(self._loop, waiters)
+        self._perform(self._closing.transport_lost())
+        # A connection that kept its compression context frees it now, not
+        # whenever the application lets go of the connection object.
+        if self._deflater is not None:
+            self._deflater.close()
+        if self._inflater is not None:
+            self._inflater.close()
 
     def pause_writing(self) -> None:
         self._writing_paused = True
@@ -469,12 +478,9 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         elif cls is Pong:
             self._pong_received(event.payload)
         elif cls is Close:
-            self._close_received(event.code, event.reason)
+            self._perform(self._closing.close_received(event.code, event.reason))
         elif isinstance(event, ProtocolError):
-            if self._messages:
-                self._defer_failure(event)
-            else:
-                self._fail(event.code, event.reason)
+            self._perform(self._closing.protocol_error(event, bool(self._messages)))
 
     def _stop_receiving(self) -> None:
         """No message can arrive any more: wake receivers and fail pings in flight."""
@@ -540,7 +546,7 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
     def _callback_failed(self, error: Exception) -> None:
         """The message callback raised: log it and fail the connection, as for a handler."""
         logger.error("WebSocket message callback failed", exc_info=error)
-        self._fail(CLOSE_INTERNAL_ERROR, "")
+        self._close_without_waiting(CLOSE_INTERNAL_ERROR, "")
 
     async def _wait_for_writing(self) -> None:
         while self._writing_paused and self._state is OPEN:
@@ -618,131 +624,102 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
             # may well be waiting unread, so the peer is not to blame.
             self._schedule_keepalive(self._options.ping_timeout, self._keepalive_expired)
             return
-        self._fail(CLOSE_INTERNAL_ERROR, "keepalive ping timeout")
+        self._close_without_waiting(CLOSE_INTERNAL_ERROR, "keepalive ping timeout")
 
     # ------------------------------------------------------------------
-    # Closing
-
-    def _close_received(self, code: int, reason: str) -> None:
-        self._set_close_code(code, reason)
-        if self._state is OPEN:
-            # RFC 6455 5.5.1: answer with a Close, echoing the peer's code.
-            try:
-                frame = self._writer.encode_close(None if code == CLOSE_NO_STATUS else code, "")
-            except ValueError:
-                frame = self._writer.encode_close(CLOSE_NORMAL, "")
-            self._sent_close = (code, "")
-            self._write(frame)
-        self._state = CLOSED
-        self._stop_receiving()
-        self._finish_closing()
-
-    def _defer_failure(self, error: ProtocolError) -> None:
-        """Fail the connection once the application has read what came before ``error``.
-
-        The messages that arrived before the violation are valid, and an
-        application that answers them (an echo server, a request handler)
-        gets its answers out before the Close. The reader takes no more input
-        after an error, so waiting costs no memory; an application that does
-        not come back to read within ``disconnect_timeout`` is not waited for.
-        """
-        self._deferred_failure = error
-        self._close_timer = self._loop.call_later(
-            self._options.disconnect_timeout, self._fail_deferred
-        )
+    # Closing: the rules are anynet._ws_closing's; this performs its actions.
 
     def _fail_deferred(self) -> None:
-        error, self._deferred_failure = self._deferred_failure, None
-        if self._close_timer is not None:
-            self._close_timer.cancel()
-            self._close_timer = None
-        if error is not None:
-            self._fail(error.code, error.reason)
+        self._perform(self._closing.failure_due())
 
-    def _fail(self, code: int, reason: str) -> None:
-        """End the connection because of the peer: send ``code`` and close."""
-        self._set_close_code(code, reason)
-        if self._state is OPEN:
-            reason = _truncate_reason(reason)
-            self._sent_close = (code, reason)
-            self._write(self._writer.encode_close(code, reason))
-        self._state = CLOSED
-        self._stop_receiving()
-        self._discard_until_closed()
+    def _close_without_waiting(self, code: int, reason: str) -> None:
+        """Send a Close with ``code`` and end the connection cleanly, for a
+        caller that does not wait: the peer broke the protocol or stopped
+        answering pings, a callback failed, a task was cancelled, a broadcast
+        gave up on the connection. The close runs on its own from the
+        transport's callbacks and the closing timer (see ``DRAINING`` in
+        anynet._ws_closing). It finishes only if
+        the event loop keeps running that long (at most ``disconnect_timeout``):
+        a loop closed before then drops the socket as it is."""
+        self._perform(self._closing.fail(code, reason))
 
-    def _discard_until_closed(self) -> None:
-        """End TCP after failing the connection, without resetting it.
+    def _closing_timer_fired(self) -> None:
+        self._close_timer = None
+        self._perform(self._closing.timer_fired())
 
-        The peer may still be sending (the rest of an oversized message, say).
-        A socket closed with unread bytes makes the kernel send a reset, which
-        can overtake our Close frame, and the peer never learns the code. So
-        both sides read on, into space that costs nothing. While the frame
-        boundaries are known (a message over the size limit, a keepalive
-        timeout), the reader drops every frame but the peer's Close, and
-        that Close completes the closing handshake as usual: a proxy in
-        between (nginx) then passes the peer's answer on before TCP ends.
-        Otherwise, as RFC 6455 7.1.1 has it, the server half-closes (a
-        client leaves that to the server) and everything that still arrives
-        is dropped until the peer's EOF closes the transport
-        (``eof_received``). Either way for at most ``disconnect_timeout``.
-        A TLS transport cannot half-close: there the peer, having read our
-        Close, ends the connection, or the bound does.
-        """
-        found = self._reader.seek_close()
-        self._stop_keepalive()
-        _wake(self._drainers)
-        self._flush()
+    def _perform(self, actions: List[Tuple[str, Optional[bytes]]]) -> None:
+        """Do what the closing handshake asks, in its order."""
+        closing = self._closing
+        self._state = closing.frame_state
+        self._deferred_failure = closing.pending_failure
         transport = self._transport
-        if transport is None or self._transport_lost or transport.is_closing():
-            return
-        if found is None and not self._is_client and transport.can_write_eof():
-            transport.write_eof()
-        if self._reading_paused:
-            self._resume_reading()
-        self._arm_close_timer()
+        found: Optional[List[Any]] = None
+        for action, frame in actions:
+            if action is closing_rules.SEND_CLOSE:
+                assert frame is not None
+                self._write(frame)
+            elif action is closing_rules.FLUSH:
+                self._flush()
+            elif action is closing_rules.STOP_RECEIVING:
+                self._stop_receiving()
+            elif action is closing_rules.SEEK_CLOSE:
+                found = self._reader.seek_close()
+                if found is None:
+                    self._perform(closing.frames_lost())
+            elif action is closing_rules.BOUND_QUEUE:
+                self._bound_queue()
+            elif action is closing_rules.STOP_KEEPALIVE:
+                self._stop_keepalive()
+            elif action is closing_rules.WAKE_SENDERS:
+                _wake(self._drainers)
+            elif action is closing_rules.DROP_UNSENT:
+                self._pending = None
+            elif action is closing_rules.ARM_TIMER:
+                self._close_timer = self._loop.call_later(
+                    self._options.disconnect_timeout, self._closing_timer_fired
+                )
+            elif action is closing_rules.CANCEL_TIMER:
+                if self._close_timer is not None:
+                    self._close_timer.cancel()
+                    self._close_timer = None
+            elif action is closing_rules.WAKE_CLOSED_WAITERS:
+                waiters, self._closed_waiters = self._closed_waiters, None
+                if waiters:
+                    wake_tasks_now(self._loop, waiters)
+            elif transport is None or self._transport_lost:
+                continue  # nothing left to do to the transport
+            elif action is closing_rules.ABORT_TRANSPORT:
+                transport.abort()
+            elif action is closing_rules.CLOSE_TRANSPORT:
+                transport.close()
+            # A transport already closing (asyncio closes one whose write
+            # failed) takes no more calls than those.
+            elif transport.is_closing():
+                continue
+            elif action is closing_rules.RESUME_READING:
+                if self._reading_paused:
+                    self._resume_reading()
+            elif action is closing_rules.HALF_CLOSE:
+                if transport.can_write_eof():
+                    transport.write_eof()
+            else:
+                raise AssertionError(f"unknown closing action {action}")
+        # The peer's Close may have come with what made us fail.
         for event in found or ():
             self._control_event(event)
 
-    def _close_now(self, code: int, reason: str) -> None:
-        """Send a Close with ``code`` if still open, and close TCP without waiting."""
-        if self._state is OPEN:
-            self._sent_close = (code, reason)
-            self._write(self._writer.encode_close(code, reason))
-        self._state = CLOSED
-        self._set_close_code(code, reason)
-        self._stop_receiving()
-        self._stop_keepalive()
-        _wake(self._drainers)
-        self._close_transport()
+    def _bound_queue(self) -> None:
+        """Once our Close is sent, keep at most ``max_queue`` messages.
 
-    def _finish_closing(self) -> None:
-        """Both sides are done with frames: end TCP as RFC 6455 7.1.1 asks."""
-        self._stop_keepalive()
-        _wake(self._drainers)
-        if self._is_client:
-            # The server closes TCP first; give it the bound to do so.
-            self._flush()
-            self._arm_close_timer()
-        else:
-            self._close_transport()
-
-    def _close_transport(self) -> None:
-        self._flush()
-        if self._transport is not None and not self._transport_lost:
-            self._transport.close()
-        # A peer that reads nothing would keep a flushing close pending forever.
-        self._arm_close_timer()
-
-    def _arm_close_timer(self) -> None:
-        if self._close_timer is None and not self._transport_lost:
-            self._close_timer = self._loop.call_later(
-                self._options.disconnect_timeout, self._abort
-            )
-
-    def _abort(self) -> None:
-        self._close_timer = None
-        if self._transport is not None and not self._transport_lost:
-            self._transport.abort()
+        Reading must go on until the peer's Close arrives (pausing would hold
+        the handshake up until ``disconnect_timeout``), but the application,
+        which asked to close, need not keep up any more: a message arriving
+        at a full queue pushes out the oldest unread one, so that memory stays
+        within ``max_queue`` messages until the connection ends.
+        """
+        max_queue = self._options.max_queue
+        if max_queue is not None:
+            self._messages = deque(self._messages or (), maxlen=max_queue)
 
     async def _wait_closed(self) -> None:
         await self._closed_future()
@@ -760,16 +737,12 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         self._closed_waiters.append(waiter)
         return waiter
 
-    def _set_close_code(self, code: int, reason: str) -> None:
-        if self._close_code is None:
-            self._close_code = code
-            self._close_reason = reason
-
     def _closed_exception(self) -> ConnectionClosed:
-        if self._close_code is not None:
-            return closed_error(self._close_code, self._close_reason)
-        if self._sent_close is not None:
-            return closed_error(*self._sent_close)
+        closing = self._closing
+        if closing.close_code is not None:
+            return closed_error(closing.close_code, closing.close_reason)
+        if closing.sent_close is not None:
+            return closed_error(*closing.sent_close)
         return closed_error(CLOSE_ABNORMAL, "the connection is closed")
 
 
@@ -804,10 +777,3 @@ def _wake(waiters: List[asyncio.Future[None]]) -> None:
         if not waiter.done():
             waiter.set_result(None)
     waiters.clear()
-
-
-def _truncate_reason(reason: str) -> str:
-    encoded = reason.encode("utf-8")
-    if len(encoded) <= MAX_CLOSE_REASON:
-        return reason
-    return encoded[:MAX_CLOSE_REASON].decode("utf-8", "ignore")

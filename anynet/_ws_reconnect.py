@@ -20,6 +20,7 @@ import random
 import ssl
 
 from anynet._ws_errors import HandshakeError
+from anynet._ws_handshake import SchemeMismatchError
 from anynet._ws_options import positive_seconds
 
 #: Seconds before the first new attempt (at most; half of it at least).
@@ -41,6 +42,8 @@ _TRANSIENT_STATUSES = frozenset((408, 429))
 def is_transient(error: BaseException) -> bool:
     """Whether a failed connection attempt is worth repeating (see the module)."""
     if isinstance(error, HandshakeError):
+        if isinstance(error, SchemeMismatchError):
+            return False
         if isinstance(error.__cause__, ssl.SSLError):
             # A TLS failure explained, e.g. wss:// to a server without TLS.
             return is_transient(error.__cause__)

@@ -35,6 +35,7 @@ from anynet._http_connection import (
     ServerState,
 )
 from anynet._http_message import HTTPHeaders, HTTPRequest, HTTPResponse
+from anynet._transport import Server, listen, listen_unix
 
 if TYPE_CHECKING:
     from anynet.tls import TLSContext
@@ -140,7 +141,7 @@ class HTTPServer:
         self._limits = limits
         self._backlog = backlog
         self._state = ServerState()
-        self._server: Optional[asyncio.Server] = None
+        self._server: Optional[Server] = None
         # The Unix socket's file as created, so that we remove only our own.
         self._socket_file: Optional[os.stat_result] = None
 
@@ -157,33 +158,29 @@ class HTTPServer:
             raise RuntimeError("an HTTPServer can be started only once")
         ssl = self._context.get(server=True) if self._context is not None else None
         limits, state, handler = self._limits, self._state, self._handler
-        loop = asyncio.get_running_loop()
         address = self._address
 
         def protocol() -> HTTPServerProtocol:
             return HTTPServerProtocol(handler, limits, state)
 
         # The TLS handshake comes before the request head; bound it the same way.
-        ssl_handshake_timeout = limits.head_timeout if ssl is not None else None
         if isinstance(address, UnixAddress):
-            # A socket file left by a server that did not stop cleanly is
-            # replaced (asyncio and uvloop remove it before binding).
-            self._server = await loop.create_unix_server(
+            self._server = await listen_unix(
                 protocol,
                 address.path,
-                ssl=ssl,
-                ssl_handshake_timeout=ssl_handshake_timeout,
+                ssl_context=ssl,
+                handshake_timeout=limits.head_timeout,
                 backlog=self._backlog,
             )
             self._socket_file = os.stat(address.path)
             logger.info("HTTP server listening on %s", address.path)
         else:
-            self._server = await loop.create_server(
+            self._server = await listen(
                 protocol,
                 address.host or default_gateway_address(),
                 address.port,
-                ssl=ssl,
-                ssl_handshake_timeout=ssl_handshake_timeout,
+                ssl_context=ssl,
+                handshake_timeout=limits.head_timeout,
                 backlog=self._backlog,
                 reuse_port=address.reuse_port,
             )
@@ -291,7 +288,9 @@ def serve(
 
     Operators: ``backlog`` (1024) is the listen queue, ``reuse_port`` sets
     SO_REUSEPORT so that several processes can serve one port; accepted
-    sockets get TCP_NODELAY. When the ``async with`` block exits, the server
+    sockets get TCP_NODELAY. Out of file descriptors, the server stops
+    accepting, logs one warning and retries every 0.1 s; clients wait in the
+    listen queue meanwhile. When the ``async with`` block exits, the server
     stops accepting, closes idle connections, cancels the tasks of upgraded
     connections (their upgrade function sees the cancellation) and gives
     requests in flight ``shutdown_timeout`` (5 s) to be answered; then it

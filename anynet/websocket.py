@@ -59,6 +59,16 @@ same name, default and meaning wherever it appears:
   within ``ping_timeout`` seconds (default 20) is disconnected with 1011.
   ``ping_interval=None`` turns keepalive off; ``ping_timeout=None`` keeps the
   pings but never disconnects.
+* ``compression``: permessage-deflate (RFC 7692), ``"deflate"`` by default.
+  A server then accepts every client that offers it (every browser does)
+  and asks that both sides compress each message on its own (no context
+  takeover): an idle connection holds no compression state and a broadcast
+  is compressed once for all; a client offers what browsers offer. Messages
+  under 64 bytes go uncompressed, and ``send(data, compress=False)`` (or
+  ``send_text``) sends any one message as it is, e.g. one already
+  compressed. ``None`` turns compression off; ``PerMessageDeflate(...)``
+  chooses the parameters, the zlib level and that threshold. Inflated
+  messages are held to ``max_message_size`` too, while they inflate.
 
 Errors are ``WSError`` subclasses: ``ConnectionClosed`` (``ConnectionClosedOK``
 or ``ConnectionClosedError``, with ``code`` and ``reason``) from every
@@ -106,7 +116,7 @@ from typing import (
     Union,
 )
 
-from anynet import http, tls
+from anynet import _transport, http, tls
 from anynet._broadcast import DEFAULT_MAX_BACKLOG, BroadcastResult, DeliveryPolicy, broadcast
 from anynet._events import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL
 from anynet._handover import hand_over
@@ -123,7 +133,9 @@ from anynet._ws_errors import (
     WSTimeoutError,
 )
 from anynet._ws_handler import check_handler
+from anynet._deflate_negotiation import DeflateParameters, PerMessageDeflate
 from anynet._ws_handshake import (
+    ClientHandshake,
     ResponseHeadProtocol,
     build_request,
     check_extra_headers,
@@ -134,14 +146,17 @@ from anynet._ws_handshake import (
     generate_key,
 )
 from anynet._ws_options import (
+    DEFAULT_COMPRESSION,
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MAX_QUEUE,
     DEFAULT_PING_INTERVAL,
     DEFAULT_PING_TIMEOUT,
     DEFAULT_WRITE_LIMIT,
+    Compression,
     ConnectionOptions,
     connection_options_from,
+    deflate_settings,
     handshake_seconds,
     keyword_arguments,
 )
@@ -164,6 +179,7 @@ __all__ = [
     "HandshakeError",
     "MessageTypeError",
     "MessageCallbackSet",
+    "PerMessageDeflate",
     "WSError",
     "WSTimeoutError",
     "WebSocketClient",
@@ -240,6 +256,7 @@ class connect:
         write_limit: int = DEFAULT_WRITE_LIMIT,
         ping_interval: Optional[float] = DEFAULT_PING_INTERVAL,
         ping_timeout: Optional[float] = DEFAULT_PING_TIMEOUT,
+        compression: Compression = DEFAULT_COMPRESSION,
         reconnect_delay: float = DEFAULT_RECONNECT_DELAY,
         reconnect_max_delay: float = DEFAULT_RECONNECT_MAX_DELAY,
     ) -> None:
@@ -285,7 +302,7 @@ class connect:
             await client.disconnect(CLOSE_INTERNAL_ERROR)
         else:
             # Cancelled (or interrupted): no time to wait for the peer.
-            client._close_now(CLOSE_GOING_AWAY, "")
+            client._close_without_waiting(CLOSE_GOING_AWAY, "")
 
     async def __aiter__(self) -> AsyncIterator[WebSocketClient]:
         failures = 0
@@ -348,6 +365,7 @@ def unix_connect(
     write_limit: int = DEFAULT_WRITE_LIMIT,
     ping_interval: Optional[float] = DEFAULT_PING_INTERVAL,
     ping_timeout: Optional[float] = DEFAULT_PING_TIMEOUT,
+    compression: Compression = DEFAULT_COMPRESSION,
     reconnect_delay: float = DEFAULT_RECONNECT_DELAY,
     reconnect_max_delay: float = DEFAULT_RECONNECT_MAX_DELAY,
 ) -> connect:
@@ -393,28 +411,25 @@ async def _open_connection(
     options: ConnectionOptions,
     timeout: float,
 ) -> WebSocketClient:
-    loop = asyncio.get_running_loop()
     key = generate_key()
-    request = build_request(target, key, offer, extra_headers)
+    deflate = deflate_settings(options, is_client=True)
+    deflate_offers = [] if deflate is None else [deflate]
+    request = build_request(target, key, offer, extra_headers, deflate_offers)
     ssl_context = context.get(server=False) if context is not None and target.secure else None
 
-    async def handshake() -> Tuple[asyncio.Transport, ResponseHeadProtocol, Optional[str]]:
+    async def handshake() -> Tuple[asyncio.Transport, ResponseHeadProtocol, ClientHandshake]:
         head_protocol = functools.partial(
             ResponseHeadProtocol, request, over_tls=ssl_context is not None
         )
         server_hostname = target.host if ssl_context is not None else None
         try:
             if unix_path is None:
-                transport, protocol = await loop.create_connection(
-                    head_protocol,
-                    target.host,
-                    target.port,
-                    ssl=ssl_context,
-                    server_hostname=server_hostname,
+                transport, protocol = await _transport.connect(
+                    head_protocol, target.host, target.port, ssl_context, server_hostname
                 )
             else:
-                transport, protocol = await loop.create_unix_connection(
-                    head_protocol, unix_path, ssl=ssl_context, server_hostname=server_hostname
+                transport, protocol = await _transport.connect_unix(
+                    head_protocol, unix_path, ssl_context, server_hostname
                 )
         except ssl.SSLError as error:
             if error.reason in _NOT_TLS_REASONS:
@@ -425,26 +440,28 @@ async def _open_connection(
             raise
         try:
             head = await protocol.head
-            subprotocol = check_response(head, key, offer)
+            accepted = check_response(head, key, offer, deflate_offers)
         except BaseException:
             transport.abort()
             raise
-        return transport, protocol, subprotocol
+        return transport, protocol, accepted
 
     try:
         if sys.version_info >= (3, 11):
             # Unlike wait_for, this runs the handshake in our own task: no
             # task to create, and no loop turns to pass its result along.
             async with asyncio.timeout(timeout):
-                transport, head_protocol, subprotocol = await handshake()
+                transport, head_protocol, accepted = await handshake()
         else:
-            transport, head_protocol, subprotocol = await asyncio.wait_for(handshake(), timeout)
+            transport, head_protocol, accepted = await asyncio.wait_for(handshake(), timeout)
     except asyncio.TimeoutError:
         raise WSTimeoutError(
             f"the opening handshake with {target.host_header} took more than {timeout:g} s"
         ) from None
 
-    client = WebSocketClient(is_client=True, options=options, subprotocol=subprotocol)
+    client = WebSocketClient(
+        is_client=True, options=options, subprotocol=accepted.subprotocol, deflate=accepted.deflate
+    )
     hand_over(
         transport,
         client,
@@ -497,6 +514,7 @@ async def serve(
     write_limit: int = DEFAULT_WRITE_LIMIT,
     ping_interval: Optional[float] = DEFAULT_PING_INTERVAL,
     ping_timeout: Optional[float] = DEFAULT_PING_TIMEOUT,
+    compression: Compression = DEFAULT_COMPRESSION,
     reuse_port: bool = False,
     backlog: int = 1024,
 ) -> AsyncIterator[WebSocketServer]:
@@ -570,6 +588,7 @@ async def unix_serve(
     write_limit: int = DEFAULT_WRITE_LIMIT,
     ping_interval: Optional[float] = DEFAULT_PING_INTERVAL,
     ping_timeout: Optional[float] = DEFAULT_PING_TIMEOUT,
+    compression: Compression = DEFAULT_COMPRESSION,
     backlog: int = 1024,
 ) -> AsyncIterator[WebSocketServer]:
     """``serve`` on the Unix socket ``path``, answering WebSocket requests for ``url_path``.
@@ -608,6 +627,7 @@ async def route(
     write_limit: int = DEFAULT_WRITE_LIMIT,
     ping_interval: Optional[float] = DEFAULT_PING_INTERVAL,
     ping_timeout: Optional[float] = DEFAULT_PING_TIMEOUT,
+    compression: Compression = DEFAULT_COMPRESSION,
 ) -> AsyncIterator[WebSocketServer]:
     """Serve WebSocket connections on ``path`` of an HTTP ``router``.
 
@@ -663,30 +683,41 @@ class _Endpoint:
         self._protocol = protocol
         self._admission = admission
         self._options = options
+        self._deflate = deflate_settings(options, is_client=False)
         self.clients: Set[WebSocketClient] = set()
 
     async def answer(self, client: http.HTTPConnection, request: http.HTTPRequest) -> http.HTTPResponse:
         refusal = await self._admission.refusal(request)
         if refusal is not None:
             return refusal
-        verdict = check_request(request.method, request.version, request.headers, self._protocol)
+        verdict = check_request(
+            request.method, request.version, request.headers, self._protocol, self._deflate
+        )
         response = http.HTTPResponse(verdict.status)
         for name, value in verdict.headers:
             response.headers[name] = value
         if verdict.status == 101:
-            response.upgrade = functools.partial(self._run, request, verdict.subprotocol)
+            response.upgrade = functools.partial(self._run, request, verdict.subprotocol, verdict.deflate)
         else:
             response.headers["Content-Type"] = "text/plain; charset=utf-8"
             response.body = (verdict.message + "\n").encode()
         return response
 
     async def _run(
-        self, request: http.HTTPRequest, subprotocol: Optional[str], client: http.HTTPConnection
+        self,
+        request: http.HTTPRequest,
+        subprotocol: Optional[str],
+        deflate: Optional[DeflateParameters],
+        client: http.HTTPConnection,
     ) -> None:
         # This runs in the HTTP server's task for the connection, right after
         # the 101 response: the handler needs no task of its own.
         connection = WebSocketClient(
-            is_client=False, options=self._options, subprotocol=subprotocol, request=request
+            is_client=False,
+            options=self._options,
+            subprotocol=subprotocol,
+            request=request,
+            deflate=deflate,
         )
         try:
             client.switch_protocol(connection)
@@ -726,7 +757,7 @@ class _Endpoint:
             await connection.disconnect(code)
         except BaseException:
             # The server is stopping and cancelled us: say so and go.
-            connection._close_now(CLOSE_GOING_AWAY, "")
+            connection._close_without_waiting(CLOSE_GOING_AWAY, "")
             raise
         finally:
             if not kept:

@@ -100,10 +100,12 @@ def unavailable_reason(name: str) -> str | None:
 class Worker:
     """One worker process and the JSON-lines conversation with it."""
 
-    def __init__(self, role: str, library: str, loop: str, start_timeout: float = 60) -> None:
-        self.name = f"{library} {role} on {loop}"
+    def __init__(
+        self, role: str, library: str, loop: str, start_timeout: float = 60, secure: bool = False
+    ) -> None:
+        self.name = f"{library} {role} on {loop}" + (" over TLS" if secure else "")
         self.process = subprocess.Popen(
-            [sys.executable, str(WORKER), role, library, loop],
+            [sys.executable, str(WORKER), role, library, loop] + (["tls"] if secure else []),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             cwd=REPOSITORY,
@@ -162,19 +164,19 @@ class Workers:
     """The server and client process of each (library, loop), started on first use."""
 
     def __init__(self) -> None:
-        self._running: dict[tuple[str, str, str], Worker] = {}
+        self._running: dict[tuple[str, str, str, bool], Worker] = {}
 
-    def get(self, role: str, library: str, loop: str) -> Worker:
-        key = (role, library, loop)
+    def get(self, role: str, library: str, loop: str, secure: bool = False) -> Worker:
+        key = (role, library, loop, secure)
         if key not in self._running:
-            self._running[key] = Worker(role, library, loop)
+            self._running[key] = Worker(role, library, loop, secure=secure)
         return self._running[key]
 
-    def stop(self, library: str, loop: str) -> None:
+    def stop(self, library: str, loop: str, secure: bool = False) -> None:
         """Stop the pair, e.g. after a failure; the next measurement starts a fresh one."""
         server, client = server_and_client(library)
         for role, name in (("client", client), ("server", server)):
-            worker = self._running.pop((role, name, loop), None)
+            worker = self._running.pop((role, name, loop, secure), None)
             if worker is not None:
                 worker.stop()
 

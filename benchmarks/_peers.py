@@ -34,8 +34,12 @@ import asyncio
 import contextlib
 import functools
 import os
+import ssl
 import time
-from typing import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable, Optional
+
+if TYPE_CHECKING:
+    import anynet.tls
 
 HOST = "127.0.0.1"
 LARGEST_MESSAGE = 4 * 1024 * 1024
@@ -118,11 +122,41 @@ def wrong_length(reply_length: int, payload: bytes) -> EchoError:
     return EchoError(f"reply of {reply_length} bytes to a message of {len(payload)} bytes")
 
 
+# ------------------------------------------------------------------------------- TLS
+#
+# With ``secure`` a server presents a fresh self-signed certificate and clients
+# trust any certificate: what is measured is the encryption, not the verification.
+
+
+@functools.lru_cache(maxsize=None)
+def tls_context() -> "anynet.tls.TLSContext":
+    """One context for both sides: a fresh self-signed certificate for servers,
+    no verification for clients."""
+    from anynet import tls
+
+    key = tls.TLSPrivateKey.generate()
+    certificate = tls.TLSCertificate.generate(key)
+    certificate.subject["CN"] = certificate.issuer["CN"] = HOST
+    certificate.sign(key)
+    context = tls.TLSContext()
+    context.set_certificate(certificate, key)
+    context.disable_verification()
+    return context
+
+
+def ssl_context(secure: bool, server: bool) -> Optional[ssl.SSLContext]:
+    return tls_context().get(server) if secure else None
+
+
+def scheme(secure: bool) -> str:
+    return "wss" if secure else "ws"
+
+
 # --------------------------------------------------------------------------- servers
 
 
 @contextlib.asynccontextmanager
-async def anynet_server() -> AsyncIterator[int]:
+async def anynet_server(secure: bool = False) -> AsyncIterator[int]:
     from anynet import websocket
 
     async def echo(client: websocket.WebSocketClient) -> None:
@@ -131,13 +165,20 @@ async def anynet_server() -> AsyncIterator[int]:
                 await client.send(await client.recv())
 
     async with websocket.serve(
-        echo, HOST, 0, max_message_size=LARGEST_MESSAGE, ping_interval=None
+        echo,
+        HOST,
+        0,
+        tls_context() if secure else None,
+        max_message_size=LARGEST_MESSAGE,
+        ping_interval=None,
+        compression=None,
     ) as server:
         yield server.local_address()[1]
 
 
 @contextlib.asynccontextmanager
-async def anynet_callback_server() -> AsyncIterator[int]:
+async def anynet_callback_server(secure: bool = False) -> AsyncIterator[int]:
+    assert not secure, "measured over plain TCP only"
     from anynet import websocket
 
     # A callback handler: a plain function, so that no task runs per connection.
@@ -157,7 +198,7 @@ async def anynet_callback_server() -> AsyncIterator[int]:
 
 
 @contextlib.asynccontextmanager
-async def picows_server() -> AsyncIterator[int]:
+async def picows_server(secure: bool = False) -> AsyncIterator[int]:
     import picows
 
     data_types = (picows.WSMsgType.BINARY, picows.WSMsgType.TEXT, picows.WSMsgType.CONTINUATION)
@@ -173,7 +214,11 @@ async def picows_server() -> AsyncIterator[int]:
                 transport.send(frame.msg_type, frame.get_payload_as_memoryview(), frame.fin)
 
     server = await picows.ws_create_server(
-        lambda request: Echo(), HOST, 0, max_frame_size=LARGEST_MESSAGE
+        lambda request: Echo(),
+        HOST,
+        0,
+        max_frame_size=LARGEST_MESSAGE,
+        ssl=ssl_context(secure, server=True),
     )
     try:
         yield server.sockets[0].getsockname()[1]
@@ -182,7 +227,8 @@ async def picows_server() -> AsyncIterator[int]:
 
 
 @contextlib.asynccontextmanager
-async def websockets_server() -> AsyncIterator[int]:
+async def websockets_server(secure: bool = False) -> AsyncIterator[int]:
+    assert not secure, "measured over plain TCP only"
     from websockets.asyncio.server import ServerConnection, serve
 
     async def echo(connection: ServerConnection) -> None:
@@ -196,7 +242,8 @@ async def websockets_server() -> AsyncIterator[int]:
 
 
 @contextlib.asynccontextmanager
-async def aiohttp_server() -> AsyncIterator[int]:
+async def aiohttp_server(secure: bool = False) -> AsyncIterator[int]:
+    assert not secure, "measured over plain TCP only"
     from aiohttp import WSMsgType, web
 
     async def echo(request: web.Request) -> web.WebSocketResponse:
@@ -230,7 +277,8 @@ class _RawEcho(asyncio.Protocol):
 
 
 @contextlib.asynccontextmanager
-async def raw_server() -> AsyncIterator[int]:
+async def raw_server(secure: bool = False) -> AsyncIterator[int]:
+    assert not secure, "measured over plain TCP only"
     server = await asyncio.get_running_loop().create_server(_RawEcho, HOST, 0)
     try:
         yield server.sockets[0].getsockname()[1]
@@ -343,15 +391,21 @@ class AsyncAPIConnection:
 
 
 class AnynetClient:
-    def __init__(self) -> None:
+    def __init__(self, secure: bool = False) -> None:
         from anynet import websocket
 
         self._websocket = websocket
+        self._secure = secure
+        self._context = tls_context() if secure else None
 
     @contextlib.asynccontextmanager
     async def connection(self, port: int) -> AsyncIterator[AsyncAPIConnection]:
         async with self._websocket.connect(
-            f"ws://{HOST}:{port}/", max_message_size=LARGEST_MESSAGE, ping_interval=None
+            f"{scheme(self._secure)}://{HOST}:{port}/",
+            self._context,
+            max_message_size=LARGEST_MESSAGE,
+            ping_interval=None,
+            compression=None,
         ) as client:
             yield AsyncAPIConnection(client.send, client.recv)
 
@@ -456,8 +510,10 @@ class CallbackConnection:
 
 
 class PicowsClient:
-    def __init__(self, payload: bytes) -> None:
+    def __init__(self, payload: bytes, secure: bool = False) -> None:
         import picows
+
+        self._secure = secure
 
         size = len(payload)
         binary = picows.WSMsgType.BINARY
@@ -487,7 +543,10 @@ class PicowsClient:
     async def connection(self, port: int) -> AsyncIterator[CallbackConnection]:
         picows = self._picows
         transport, listener = await picows.ws_connect(
-            self._listener, f"ws://{HOST}:{port}/", max_frame_size=LARGEST_MESSAGE
+            self._listener,
+            f"{scheme(self._secure)}://{HOST}:{port}/",
+            max_frame_size=LARGEST_MESSAGE,
+            ssl_context=ssl_context(self._secure, server=False),
         )
         try:
             yield listener.traffic
@@ -575,14 +634,15 @@ class RawClient:
             await protocol.closed
 
 
-def make_client(library: str, payload: bytes):
+def make_client(library: str, payload: bytes, secure: bool = False):
     """The client of ``library``; callback clients need the payload up front."""
     if library == "anynet":
-        return AnynetClient()
+        return AnynetClient(secure)
+    if library == "picows":
+        return PicowsClient(payload, secure)
+    assert not secure, "measured over plain TCP only"
     if library == "anynet-callback":
         return AnynetCallbackClient(payload)
-    if library == "picows":
-        return PicowsClient(payload)
     if library == "websockets":
         return WebsocketsClient()
     if library == "aiohttp":

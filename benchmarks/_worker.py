@@ -1,7 +1,7 @@
 """A benchmark process: one library's echo server, or one library's client.
 
-    python _worker.py server LIBRARY LOOP
-    python _worker.py client LIBRARY LOOP
+    python _worker.py server LIBRARY LOOP [tls]
+    python _worker.py client LIBRARY LOOP [tls]
 
 The harness starts one of each per library and event loop and keeps them for the
 whole run, so a measurement costs no interpreter start-up.  They speak JSON lines:
@@ -9,7 +9,8 @@ the harness writes commands to stdin, the worker answers each with one line on i
 standard output (which nothing else may use: stray prints go to stderr).  A server
 announces ``{"port": ..., "pid": ...}`` and serves until its stdin closes.  A client
 answers every command, or reports ``{"error": ...}`` and exits, so that a failed
-measurement never leaves half-open connections behind for the next one.
+measurement never leaves half-open connections behind for the next one.  With
+``tls`` both speak wss:// (anynet and picows only).
 
 Client commands:
 
@@ -73,8 +74,8 @@ class Channel:
         self._replies.flush()
 
 
-async def serve(library: str, channel: Channel) -> None:
-    async with _peers.SERVERS[library]() as port:
+async def serve(library: str, channel: Channel, secure: bool) -> None:
+    async with _peers.SERVERS[library](secure) as port:
         hello: dict[str, Any] = {"port": port, "pid": os.getpid()}
         if library == "anynet":
             import anynet
@@ -99,9 +100,9 @@ async def open_connections(
     return await asyncio.gather(*(open_one() for _ in range(count)))
 
 
-async def echo(library: str, command: dict[str, Any]) -> dict[str, Any]:
+async def echo(library: str, command: dict[str, Any], secure: bool) -> dict[str, Any]:
     payload = os.urandom(command["size"])
-    client = _peers.make_client(library, payload)
+    client = _peers.make_client(library, payload, secure)
     meter = _peers.Meter(command.get("server_pid"))
     window = command["window"]
     async with contextlib.AsyncExitStack() as stack:
@@ -120,8 +121,8 @@ async def echo(library: str, command: dict[str, Any]) -> dict[str, Any]:
     return meter.result()
 
 
-async def handshakes(library: str, command: dict[str, Any]) -> dict[str, Any]:
-    client = _peers.make_client(library, b"")
+async def handshakes(library: str, command: dict[str, Any], secure: bool) -> dict[str, Any]:
+    client = _peers.make_client(library, b"", secure)
     meter = _peers.Meter()
     port = command["port"]
 
@@ -139,8 +140,10 @@ async def handshakes(library: str, command: dict[str, Any]) -> dict[str, Any]:
     return meter.result()
 
 
-async def hold(library: str, command: dict[str, Any], channel: Channel) -> dict[str, Any] | None:
-    client = _peers.make_client(library, b"")
+async def hold(
+    library: str, command: dict[str, Any], channel: Channel, secure: bool
+) -> dict[str, Any] | None:
+    client = _peers.make_client(library, b"", secure)
     async with contextlib.AsyncExitStack() as stack:
         if hasattr(client, "aclose"):
             stack.push_async_callback(client.aclose)
@@ -156,7 +159,7 @@ async def hold(library: str, command: dict[str, Any], channel: Channel) -> dict[
     return {"released": len(connections)}
 
 
-async def run_client(library: str, channel: Channel) -> None:
+async def run_client(library: str, channel: Channel, secure: bool) -> None:
     operations: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
         "echo": echo,
         "handshakes": handshakes,
@@ -168,9 +171,9 @@ async def run_client(library: str, channel: Channel) -> None:
             return
         try:
             if command["op"] == "hold":
-                reply = await hold(library, command, channel)
+                reply = await hold(library, command, channel, secure)
             else:
-                reply = await operations[command["op"]](library, command)
+                reply = await operations[command["op"]](library, command, secure)
         except Exception as error:
             traceback.print_exc()
             channel.send({"error": f"{type(error).__name__}: {error}"})
@@ -182,6 +185,7 @@ async def run_client(library: str, channel: Channel) -> None:
 
 def main() -> None:
     role, library, loop_name = sys.argv[1:4]
+    secure = sys.argv[4:] == ["tls"]
     raise_file_limit()
     # The reply channel is a private copy of stdout; anything printed goes to stderr.
     channel = Channel(sys.stdin, os.fdopen(os.dup(sys.stdout.fileno()), "w"))
@@ -190,9 +194,9 @@ def main() -> None:
     asyncio.set_event_loop(loop)
     try:
         if role == "server":
-            loop.run_until_complete(serve(library, channel))
+            loop.run_until_complete(serve(library, channel, secure))
         else:
-            loop.run_until_complete(run_client(library, channel))
+            loop.run_until_complete(run_client(library, channel, secure))
     finally:
         loop.close()
 

@@ -33,6 +33,15 @@ def framing(request):
     return importlib.import_module(_BACKEND_MODULES[request.param])
 
 
+_DEFLATE_MODULES = {"compiled": "anynet._deflate_c", "python": "anynet._deflate"}
+
+
+@pytest.fixture(params=FRAMING_BACKENDS)
+def deflate(request):
+    """The permessage-deflate codec under test: one source, compiled or interpreted."""
+    return importlib.import_module(_DEFLATE_MODULES[request.param])
+
+
 _CORE_MODULES = {"compiled": "anynet._connection_core_c", "python": "anynet._connection_core"}
 
 

@@ -65,6 +65,12 @@ def close_code(payload):
 
 async def read_frame(reader):
     """Read one frame; return (opcode, payload), unmasking a client's frame."""
+    first, payload = await read_whole_frame(reader)
+    return first & 0x0F, payload
+
+
+async def read_whole_frame(reader):
+    """Read one frame; return (its first header byte, payload), unmasking a client's frame."""
     first, second = await asyncio.wait_for(reader.readexactly(2), TIMEOUT)
     length = second & 0x7F
     if length == 126:
@@ -75,7 +81,7 @@ async def read_frame(reader):
     payload = await reader.readexactly(length)
     if key is not None:
         payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    return first & 0x0F, payload
+    return first, payload
 
 
 async def raw_upgrade(server):

@@ -8,6 +8,8 @@ import shutil
 
 import pytest
 
+import anynet
+
 # Close codes a peer may send (RFC 6455 7.4 and the IANA registry), and codes
 # it may not: reserved, only ever reported locally, unassigned, out of range.
 VALID_CLOSE_CODES = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999]
@@ -31,6 +33,14 @@ def url_of(server, path="/"):
     """The ws:// URL of an anynet server (anything with ``local_address()``)."""
     host, port = server.local_address()[:2]
     return f"ws://{host}:{port}{path}"
+
+
+def python_path(*folders):
+    """PYTHONPATH for a Python child process: the anynet these tests import
+    (the installed one where it is installed, so that a child runs the same
+    build, never a checkout's uncompiled copy), then ``folders``."""
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(anynet.__file__)))
+    return os.pathsep.join([package_parent, *map(str, folders), os.environ.get("PYTHONPATH", "")])
 
 
 def system_program(name):

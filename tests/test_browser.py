@@ -91,7 +91,9 @@ class Site:
             ("/chat", self.tell_subprotocol, {"protocol": SUBPROTOCOL}),
             ("/record-close", self.record_close, {}),
             ("/server-closes", self.close_first, {}),
-            ("/small", self.read_all, {"max_message_size": SMALL_LIMIT}),
+            # Uncompressed: refused from its header while it is on its way (a
+            # compressed message can only be refused once it has arrived).
+            ("/small", self.read_all, {"max_message_size": SMALL_LIMIT, "compression": None}),
         ]
 
     @staticmethod
@@ -174,6 +176,34 @@ async def test_text_and_binary_messages_echo(chromium, transport, pki, tmp_path)
         "binary": "000102fdfeff",
         "binaryIsBuffer": True,
         "closed": {"code": 1005, "reason": "", "wasClean": True},
+    }
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_the_browser_negotiates_compression_and_exchanges_compressed_messages(
+    chromium, transport, pki, tmp_path
+):
+    async with browse(chromium, transport, pki, tmp_path) as (_, page):
+        result = await page.evaluate(
+            """(async () => {
+                const socket = await openSocket("/echo");
+                const text = JSON.stringify({players: Array.from({length: 40}, (_, i) => ({id: i, x: i * 1.5}))});
+                socket.send(text);
+                const textBack = await nextMessage(socket);
+                const sent = pattern(5000);
+                socket.send(sent);
+                const back = new Uint8Array(await nextMessage(socket));
+                socket.close(1000);
+                return {extensions: socket.extensions, text: textBack === text,
+                        binary: back.length === sent.length && back.every((b, i) => b === sent[i]),
+                        closed: await socket.closed};
+            })()"""
+        )
+    assert result == {
+        "extensions": "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+        "text": True,
+        "binary": True,
+        "closed": {"code": 1000, "reason": "", "wasClean": True},
     }
 
 

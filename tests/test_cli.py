@@ -14,7 +14,7 @@ from anynet import tls, websocket
 from anynet._cli import main
 from conftest import EXTENSIONS_DISABLED
 from redis_server import redis_server  # noqa: F401 (a fixture)
-from support import url_of
+from support import python_path, url_of
 
 # The subprocess must import the same anynet as this test process (the
 # installed one in CI, the source tree in development), so it runs from there.
@@ -367,7 +367,7 @@ async def test_a_checkout_shadowing_the_compiled_core_is_pointed_out(tmp_path):
         "--messages",
         "10",
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": PACKAGE_PARENT},
+        env={**os.environ, "PYTHONPATH": python_path()},
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import struct
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,6 +29,10 @@ from support import INVALID_CLOSE_CODES, VALID_CLOSE_CODES
 
 # The framing fixture is a module: sharing it between examples is harmless.
 fixture_settings = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+# A test here runs thousands of examples (HYPOTHESIS_PROFILE=ci), so its
+# duration grows with the profile and the machine's load, unlike the
+# suite's single exchanges that the default timeout is sized for.
+pytestmark = pytest.mark.timeout(900)
 
 # Bytes that break UTF-8 in different ways: stray continuation, overlong,
 # surrogate, above U+10FFFF, invalid lead, truncated sequences.

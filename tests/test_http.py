@@ -10,11 +10,17 @@ import struct
 import subprocess
 import sys
 
-import aiohttp
 import pytest
 
 import anynet
 from anynet.http import HTTPResponse, serve, serve_router
+
+try:
+    import aiohttp
+except ImportError:  # no wheels for every Python yet (free-threaded builds)
+    aiohttp = None
+
+needs_aiohttp = pytest.mark.skipif(aiohttp is None, reason="aiohttp is not installed")
 
 LOCALHOST = "127.0.0.1"
 WAIT = 5  # seconds; only reached when a test fails
@@ -106,6 +112,7 @@ def url(address, path):
 # -- routing, keep-alive, pipelining, bodies ------------------------------------
 
 
+@needs_aiohttp
 async def test_router_serves_routes_and_answers_404_otherwise():
     async with serve_router(LOCALHOST, 0) as router:
         router.route("/hello", lambda client, request: _hello())
@@ -124,6 +131,7 @@ async def _hello():
     return text_response("hello")
 
 
+@needs_aiohttp
 async def test_a_removed_route_answers_404():
     async with serve_router(LOCALHOST, 0) as router:
         address = router.local_address()
@@ -135,6 +143,7 @@ async def test_a_removed_route_answers_404():
                 assert response.status == 404
 
 
+@needs_aiohttp
 async def test_query_parameters_headers_and_body_reach_the_handler():
     async with serve_router(LOCALHOST, 0) as router:
         router.route("/echo", echo)
@@ -188,6 +197,7 @@ async def test_keep_alive_serves_several_requests_on_one_connection():
         writer.close()
 
 
+@needs_aiohttp
 async def test_aiohttp_reuses_the_keep_alive_connection():
     async with serve(echo, LOCALHOST, 0) as server:
         connector = aiohttp.TCPConnector(limit=1)
@@ -253,6 +263,7 @@ async def test_content_length_and_chunked_bodies():
         writer.close()
 
 
+@needs_aiohttp
 async def test_aiohttp_streamed_upload_arrives_chunked():
     async def chunks():
         for part in (b"one ", b"two ", b"three"):
@@ -523,6 +534,7 @@ async def test_413_reaches_a_client_that_sends_the_body_anyway():
         writer.close()
 
 
+@needs_aiohttp
 async def test_slowloris_is_dropped_while_a_normal_client_is_served():
     async with serve(echo, LOCALHOST, 0, head_timeout=0.3) as server:
         address = server.local_address()
@@ -584,6 +596,7 @@ async def test_idle_keep_alive_connection_is_closed_after_idle_timeout():
 # -- handler failures ---------------------------------------------------------------
 
 
+@needs_aiohttp
 async def test_handler_exception_gives_500_and_the_server_keeps_serving(caplog):
     async def handler(client, request):
         if request.path == "/fail":
@@ -638,6 +651,7 @@ async def test_a_response_body_that_is_not_bytes_gives_500(caplog):
 # -- TLS ---------------------------------------------------------------------------
 
 
+@needs_aiohttp
 async def test_tls(pki):
     async with serve(echo, LOCALHOST, 0, pki.server_context()) as server:
         ssl_context = pki.client_context().get(server=False)
@@ -650,6 +664,7 @@ async def test_tls(pki):
                     assert (await response.json())["path"] == "/secure"
 
 
+@needs_aiohttp
 async def test_mutual_tls_shows_the_client_certificate(pki):
     subjects = []
 
@@ -962,6 +977,7 @@ async def test_stop_cancels_the_task_of_an_upgraded_connection():
 # -- addresses and operator options ------------------------------------------------------
 
 
+@needs_aiohttp
 @pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="SO_REUSEPORT is platform-specific")
 async def test_reuse_port_lets_two_servers_share_a_port():
     async def first(client, request):

@@ -1,4 +1,5 @@
-"""Rooms across real server processes on one port, through a real redis-server.
+"""Rooms across real server processes on one port, through a real redis-server:
+the rooms benchmark scaled down, and the game-server guide's example.
 
 A scaled-down run of benchmarks/rooms.py (which starts its own redis-server,
 server processes with reuse_port, and client processes): every message reaches
@@ -9,15 +10,20 @@ and the loss the hubs report is exactly the loss the clients observe.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from redis_server import require_redis_server
+from anynet import websocket
+from redis_server import free_port, redis_server, require_redis_server  # noqa: F401 (a fixture)
+from support import TIMEOUT, python_path
 
 ROOMS = Path(__file__).resolve().parent.parent / "benchmarks" / "rooms.py"
 
@@ -26,7 +32,7 @@ def run_rooms(tmp_path, *arguments):
     require_redis_server()
     output = tmp_path / "rooms.json"
     environment = dict(os.environ)
-    environment["PYTHONPATH"] = str(ROOMS.parent.parent)
+    environment["PYTHONPATH"] = python_path()
     subprocess.run(
         [sys.executable, str(ROOMS), "--loop", "asyncio", "--output", str(output), *arguments],
         check=True,
@@ -63,6 +69,61 @@ def test_redis_killed_mid_run_loss_reported_equals_loss_observed(tmp_path):
     assert report["missing_from_same_process"] == 0, report
     assert report["duplicates"] == 0, report
     assert report["reported_loss"] == report["observed_loss"], report
-    assert report["cross_process_resumed_after"] is not None, report
-    assert report["cross_process_resumed_after"] < 5, report
+    # The hubs queue what is published during the outage: when every hub
+    # subscribes again before the queues are written, nothing is lost at all.
+    if report["observed_loss"]:
+        assert report["cross_process_resumed_after"] < 5, report
     assert all(after is not None and after < 5 for after in report["hubs_reconnected_after"]), report
+
+
+async def test_the_guide_s_multi_process_example_shares_rooms(tmp_path, redis_server):
+    """The game-server guide's rooms-on-Redis server, run as written (on a free
+    port): a message sent in a room reaches every member, whichever worker
+    serves it, and SIGTERM stops every worker."""
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "game-servers.md").read_text()
+    (example,) = [
+        block for block in re.findall(r"```python\n(.*?)```", guide, re.DOTALL) if "RedisHub(REDIS" in block
+    ]
+    port = free_port()
+    script = tmp_path / "rooms_server.py"
+    script.write_text(example.replace("PORT = 8765", f"PORT = {port}"))
+    environment = dict(os.environ, REDIS_URL=redis_server.url, PYTHONPATH=python_path())
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), env=environment, stdout=asyncio.subprocess.DEVNULL
+    )
+    contexts = []
+    try:
+        # The workers start listening in their own time: connect until one answers.
+        async def connect_member():
+            while True:
+                context = websocket.connect(f"ws://127.0.0.1:{port}/?room=red")
+                try:
+                    member = await context.__aenter__()
+                except OSError:
+                    await asyncio.sleep(0.05)
+                    continue
+                contexts.append(context)
+                return member
+
+        members = [await asyncio.wait_for(connect_member(), TIMEOUT) for _ in range(6)]
+        heard = set()
+
+        async def listen(member):
+            while (await member.recv_text()) == "probe":
+                heard.add(member)
+
+        async def probe():
+            # Until every member heard one: every worker's subscription is in place.
+            while len(heard) < len(members):
+                await members[0].send_text("probe")
+                await asyncio.sleep(0.05)
+
+        listeners = [asyncio.ensure_future(listen(member)) for member in members]
+        await asyncio.wait_for(probe(), TIMEOUT)
+        await members[0].send_text("hello, room")
+        await asyncio.wait_for(asyncio.gather(*listeners), TIMEOUT)
+    finally:
+        for context in contexts:
+            await context.__aexit__(None, None, None)
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), TIMEOUT) == 0

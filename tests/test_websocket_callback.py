@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 
 import pytest
 from websockets.asyncio.client import connect as ws_connect
@@ -226,7 +227,7 @@ async def test_send_nowait_checks_its_argument_and_the_connection():
 
 async def test_send_nowait_beyond_four_times_write_limit_closes_with_1013():
     write_limit = 64 * 1024
-    chunk = b"x" * 16 * 1024
+    chunk = os.urandom(16 * 1024)  # incompressible: compression (on by default) keeps its size
     outcome = asyncio.get_running_loop().create_future()
 
     async def handler(client):
@@ -273,8 +274,11 @@ async def test_a_peer_that_does_not_read_its_answers_stops_being_read():
         while not condition():
             await asyncio.sleep(0.01)
 
-    async with anynet_server(handler, write_limit=write_limit) as url:
-        async with websocket.connect(url, max_queue=1, write_limit=write_limit) as client:
+    # Flow control alone: compression off, so that 32 MiB is 32 MiB.
+    async with anynet_server(handler, write_limit=write_limit, compression=None) as url:
+        async with websocket.connect(
+            url, max_queue=1, write_limit=write_limit, compression=None, ping_interval=None
+        ) as client:
             sending = asyncio.ensure_future(send_all(client, [chunk] * count))
             server = await asyncio.wait_for(server_side, TIMEOUT)
             both_stuck = lambda: server._reading_paused and client._writing_paused  # noqa: E731

@@ -15,7 +15,7 @@ import asyncio
 import pytest
 
 from anynet import websocket
-from rawpeer import close_code, masked_frame, read_frame, read_head, upgrade_request
+from rawpeer import accept_upgrade, close_code, masked_frame, read_frame, read_head, upgrade_request
 from support import TIMEOUT
 
 TRIES = 50
@@ -239,3 +239,57 @@ def test_what_cannot_be_a_frame_ends_the_search(framing, garbage):
     [error] = feed_in_pieces(reader, garbage + TRAFFIC_THEN_CLOSE, 3)
     assert error.code == 1002
     assert reader.closed and not reader.seeking
+
+
+async def test_a_cancelled_connect_block_closes_cleanly_while_the_server_sends():
+    # A cancelled block cannot wait for the closing handshake, but the close
+    # still runs on its own: Close 1001, then the client discards what the
+    # server still sends until the server ends TCP; closing with those bytes
+    # unread would reset the connection under the server's feet.
+    outcomes = asyncio.Queue()
+    flood = masked_frame(0x2, b"f" * 16 * 1024, mask=False)
+
+    async def flooding_server(reader, writer):
+        writer.write(await accept_upgrade(reader))
+        closing = False
+
+        async def keep_sending():
+            while not closing:
+                writer.write(flood)
+                await writer.drain()
+
+        sending = asyncio.ensure_future(keep_sending())
+        try:
+            opcode, payload = await read_frame(reader)
+            closing = True
+            await asyncio.wait_for(sending, TIMEOUT)
+            writer.write_eof()
+            rest = await asyncio.wait_for(reader.read(), TIMEOUT)
+            outcomes.put_nowait((opcode, close_code(payload), rest))
+        except ConnectionError as error:
+            sending.cancel()
+            outcomes.put_nowait(error)
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(flooding_server, "127.0.0.1", 0)
+    url = "ws://127.0.0.1:%d/" % server.sockets[0].getsockname()[1]
+    try:
+        for _ in range(TRIES):
+            entered = asyncio.Event()
+
+            async def use_until_cancelled():
+                async with websocket.connect(url, ping_interval=None):
+                    entered.set()
+                    await asyncio.get_running_loop().create_future()
+
+            task = asyncio.ensure_future(use_until_cancelled())
+            await asyncio.wait_for(entered.wait(), TIMEOUT)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            outcome = await asyncio.wait_for(outcomes.get(), TIMEOUT)
+            assert outcome == (0x8, 1001, b"")
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -339,8 +339,10 @@ async def test_subprotocol_without_an_offer_is_refused():
 
 async def test_unrequested_extension_is_refused():
     await expect_handshake_error(
-        lambda key: accept_response(key, "Sec-WebSocket-Extensions: permessage-deflate")
+        lambda key: accept_response(key, "Sec-WebSocket-Extensions: permessage-deflate"),
+        compression=None,
     )
+    await expect_handshake_error(lambda key: accept_response(key, "Sec-WebSocket-Extensions: x-webkit-deflate-frame"))
 
 
 async def test_garbage_response_is_refused():

@@ -11,7 +11,8 @@ from anynet import websocket
 from rawpeer import accept_upgrade, close_code, masked_frame, raw_upgrade, read_frame
 from support import TIMEOUT, url_of
 
-CHUNK = b"c" * 16 * 1024
+# Random, so that compression (on by default) leaves it as large.
+CHUNK = os.urandom(16 * 1024)
 
 
 async def send_until_blocked(client, message, limit=100_000):
@@ -346,3 +347,33 @@ async def test_a_receive_waits_while_the_queue_has_room():
             assert await asyncio.wait_for(client.recv(), TIMEOUT) == b"b1"
             assert [await client.recv_text() for _ in range(3)] == ["t1", "t2", "t3"]
             await client.disconnect()
+
+
+async def test_messages_after_our_close_stay_within_max_queue():
+    # Once our Close is sent, reading goes on until the peer's answer (pausing
+    # would hold the handshake up), so the queue is bounded by dropping: a
+    # message arriving at a full queue pushes out the oldest unread one.
+    max_queue, sent = 4, 50
+    drained = asyncio.get_running_loop().create_future()
+
+    async def close_then_read(client):
+        await client.disconnect()
+        received = []
+        try:
+            while True:
+                received.append(await client.recv_message())
+        except websocket.ConnectionClosed:
+            drained.set_result(received)
+
+    options = dict(max_queue=max_queue, ping_interval=None)
+    async with websocket.serve(close_then_read, "127.0.0.1", 0, **options) as server:
+        reader, writer = await raw_upgrade(server)
+        for number in range(sent):
+            writer.write(masked_frame(0x1, b"%d" % number))
+        opcode, payload = await read_frame(reader)
+        assert opcode == 0x8
+        writer.write(masked_frame(0x8, payload[:2]))
+        assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
+        writer.close()
+        received = await asyncio.wait_for(drained, TIMEOUT)
+    assert received == [str(number) for number in range(sent - max_queue, sent)]

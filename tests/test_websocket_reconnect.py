@@ -10,6 +10,7 @@ import pytest
 
 from anynet import http, websocket
 from anynet._ws_errors import HandshakeError
+from anynet._ws_handshake import SchemeMismatchError
 from anynet._ws_reconnect import Backoff, is_transient
 from support import TIMEOUT, echo, url_of
 
@@ -217,6 +218,15 @@ async def test_a_certificate_that_does_not_verify_ends_the_loop(pki, retries):
     assert retries.count == 0
 
 
+async def test_a_plain_request_to_a_tls_server_ends_the_loop(pki, retries):
+    # The scheme is wrong: no later attempt can succeed.
+    async with websocket.serve(echo, "127.0.0.1", 0, pki.server_context(), ping_interval=None) as server:
+        with pytest.raises(HandshakeError, match="connect with wss://"):
+            async for client in websocket.connect(url_of(server), **QUICK):
+                pytest.fail("a plain request cannot reach a TLS server")
+    assert retries.count == 0
+
+
 def explained(error, cause):
     error.__cause__ = cause
     return error
@@ -241,6 +251,7 @@ def explained(error, cause):
         (HandshakeError("down", 503), True),
         (HandshakeError("bad accept", 101), False),
         (explained(HandshakeError("wss:// to a plain server"), ssl.SSLError()), False),
+        (SchemeMismatchError("ws:// to a TLS server"), False),
         (ValueError("bad URL"), False),
     ],
 )
