@@ -132,6 +132,21 @@ def _encode_head(response: HTTPResponse, connection: Optional[str], body_length:
     return "".join(lines).encode("latin-1")
 
 
+# A request keeps its method and version as these strings, one of each for
+# every request rather than a new one per request (a WebSocket connection
+# keeps its handshake request for its whole life).
+_METHODS = {name.encode("ascii"): name for name in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
+_VERSIONS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
+
+
+def _method_name(method: bytes) -> str:
+    return _METHODS.get(method) or method.decode("ascii")
+
+
+def _version_name(version: str) -> str:
+    return _VERSIONS.get(version) or "HTTP/" + version
+
+
 def _asks_to_close(response: HTTPResponse) -> bool:
     tokens = response.headers.get("connection", "").lower().split(",")
     return any(token.strip() == "close" for token in tokens)
@@ -439,10 +454,10 @@ class HTTPServerProtocol(CopiedReads):
             raise _RejectRequest(400) from None
         query = url.query.decode("latin-1") if url.query else ""
         request = HTTPRequest(
-            method=parser.get_method().decode("ascii"),
+            method=_method_name(parser.get_method()),
             path=url.path.decode("latin-1") if url.path else "/",
             params=dict(urllib.parse.parse_qsl(query, keep_blank_values=True)),
-            version="HTTP/" + parser.get_http_version(),
+            version=_version_name(parser.get_http_version()),
             headers=self._headers,
             body=b"".join(self._body_parts),
         )
@@ -575,11 +590,20 @@ class HTTPServerProtocol(CopiedReads):
                 if response.upgrade is not None:
                     if wants_upgrade:
                         if self._write(response, None, head_only=False):
-                            upgrade = response.upgrade
                             # The upgraded connection may live for hours in
-                            # this frame: it need not keep the response.
-                            del entry, response
-                            await self._run_upgrade(upgrade)
+                            # this frame: run inline, with no frame of ours
+                            # between it and the upgrade's coroutine, and
+                            # keeping neither the response nor the upgrade
+                            # function (idle connections stay small).
+                            self._upgrading = True
+                            try:
+                                running = response.upgrade(self._client)
+                                del entry, response
+                                await running
+                            except Exception:
+                                self._upgrade_failed()
+                            finally:
+                                self._upgrade_ended()
                         else:
                             self._close(linger=True)
                         return
@@ -682,19 +706,16 @@ class HTTPServerProtocol(CopiedReads):
 
     # -- upgrade -------------------------------------------------------------
 
-    async def _run_upgrade(self, upgrade: UpgradeFunction) -> None:
-        self._upgrading = True
-        try:
-            await upgrade(self._client)
-        except Exception:
-            logger.exception("HTTP upgrade function failed")
-            if self._switched:
-                # Its owner lost control of the connection: do not leak it.
-                self.transport.abort()
-        finally:
-            self._upgrading = False
-            if not self._switched and not self._lost:
-                self._close()
+    def _upgrade_failed(self) -> None:
+        logger.exception("HTTP upgrade function failed")
+        if self._switched:
+            # Its owner lost control of the connection: do not leak it.
+            self.transport.abort()
+
+    def _upgrade_ended(self) -> None:
+        self._upgrading = False
+        if not self._switched and not self._lost:
+            self._close()
 
     def switch_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         if not self._upgrading:

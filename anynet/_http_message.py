@@ -28,13 +28,41 @@ class HTTPHeaders(MutableMapping[str, str]):
     value a ``str`` without CR, LF or NUL, so a response cannot be split.
     """
 
-    __slots__ = ("_fields",)
+    # _packed: the fields as one string while _pack has put them away.
+    __slots__ = ("_fields", "_packed")
 
     def __init__(self, fields: Optional[Any] = None) -> None:
         # lower-case name -> (name as written, value)
         self._fields: dict[str, tuple[str, str]] = {}
         if fields is not None:
             self.update(fields)
+
+    def _pack(self) -> None:
+        """Keep the fields as one string until they are next used.
+
+        A WebSocket connection keeps its handshake request for its whole
+        life, and a dict of a dozen fields, each name twice and a tuple,
+        costs more than everything else an idle connection holds. The first
+        use unpacks them again (see ``__getattr__``).
+        """
+        self._packed = "\n".join(f"{name}:{value}" for name, value in self._fields.values())
+        del self._fields
+
+    def __getattr__(self, attribute: str) -> Any:
+        # Called only for an unset slot: ``_fields`` after _pack (``_packed``
+        # otherwise, which is not there to be read).
+        if attribute != "_fields":
+            raise AttributeError(attribute)
+        packed = self._packed
+        del self._packed
+        fields: dict[str, tuple[str, str]] = {}
+        # A name is a token and a value holds no line break (the parser and
+        # __setitem__ saw to both): the first ":" of a line ends its name.
+        for line in packed.split("\n") if packed else ():
+            name, _, value = line.partition(":")
+            fields[name.lower()] = (name, value)
+        self._fields = fields
+        return fields
 
     def _append(self, name: str, value: str) -> None:
         # Wire input, already validated by the parser: no checks, and a repeated

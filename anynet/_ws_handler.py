@@ -9,7 +9,10 @@ at the call instead of as an obscure error on every connection:
 
 * a handler that cannot take one positional argument;
 * a generator or async generator function (neither can be awaited);
-* a plain ``def`` whose every ``return`` returns ``None``.
+* a plain ``def`` whose every ``return`` returns ``None``, unless it calls
+  ``set_message_callback``: that is a callback handler, which sets the
+  connection's message callback and returns, and the connection lives on
+  with no task.
 """
 
 from __future__ import annotations
@@ -54,10 +57,10 @@ def check_handler(handler: Callable[..., Any]) -> None:
         raise TypeError(
             f"the handler {name} is a generator function, which cannot be awaited: {_REMEDY}"
         )
-    if _returns_only_none(function):
+    if _returns_only_none(function) and "set_message_callback" not in function.__code__.co_names:
         raise TypeError(
             f"the handler {name} is a plain function that returns None; "
-            f"define it with `async def`: {_REMEDY}"
+            f"define it with `async def` (or have it call set_message_callback): {_REMEDY}"
         )
 
 

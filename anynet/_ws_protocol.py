@@ -33,11 +33,13 @@ from collections import deque
 from typing import (
     TYPE_CHECKING,
     Any,
-    Hashable,
+    Awaitable,
     Callable,
     Dict,
+    Hashable,
     List,
     Optional,
+    Set,
     Tuple,
     Union,
     cast,
@@ -89,6 +91,11 @@ _MAX_COPIED_SERVER_PAYLOAD = 256 * 1024
 _MAX_HEADER_SIZE = 14
 # send_nowait() buffers up to this many times write_limit (see _check_send_bound).
 SEND_NOWAIT_BOUND = 4
+# What a connection holds for its drainers and pings until it has some: one
+# empty list and dict for all of them, never added to (the code that adds
+# first gives the connection its own).
+_NO_WAITERS: List[Any] = []
+_NO_PINGS: Dict[bytes, Any] = {}
 
 
 class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
@@ -146,6 +153,7 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         "_unanswered_ping",
         "_latency",
         "_skipped_messages",
+        "_kept_in",
     )
 
     def __init__(
@@ -191,14 +199,19 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         self._closed_waiters: Optional[List[asyncio.Future[None]]] = None
 
         self._joins_writelines = False
-        self._drainers: List[asyncio.Future[None]] = []
+        # Until first needed, the shared empties below: most connections
+        # never wait for their send buffer, nor send a ping.
+        self._drainers: List[asyncio.Future[None]] = _NO_WAITERS
 
-        self._pings: Dict[bytes, Tuple[float, Optional[asyncio.Future[float]]]] = {}
+        self._pings: Dict[bytes, Tuple[float, Optional[asyncio.Future[float]]]] = _NO_PINGS
         self._keepalive_payload: Optional[bytes] = None
         self._keepalive_timer: Optional[asyncio.TimerHandle] = None
         self._unanswered_ping: Optional[bytes] = None
         self._latency: Optional[float] = None
         self._skipped_messages = 0
+        # The server's set of connections, while it holds this one with no
+        # handler running for it (see _keep_in).
+        self._kept_in: Optional[Set[WebSocketClient]] = None
 
     # ------------------------------------------------------------------
     # The application's interface
@@ -229,9 +242,14 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         self._perform(self._closing.close_requested(code, reason))
         await self._wait_closed()
 
-    async def wait_closed(self) -> None:
-        """Wait until the connection is closed, e.g. in a handler whose messages go to a callback."""
-        await self._wait_closed()
+    def wait_closed(self) -> Awaitable[None]:
+        """Wait until the connection is closed, e.g. in a handler whose messages go to a callback.
+
+        ``await client.wait_closed()``: it returns a future rather than being
+        a coroutine, so that a handler parked on it for the connection's
+        whole life holds no coroutine frame of ours.
+        """
+        return self._closed_future()
 
     async def close(self) -> None:
         """Drop the TCP connection at once, without a closing handshake.
@@ -362,6 +380,18 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
             except ConnectionClosed:
                 pass
 
+    def _message_callback_set(self) -> bool:
+        return self._on_message is not None
+
+    def _keep_in(self, connections: Set[WebSocketClient]) -> bool:
+        """Leave this connection in ``connections`` until it is lost; False
+        (and out of them) if it is lost already."""
+        if self._transport_lost:
+            connections.discard(self)
+            return False
+        self._kept_in = connections
+        return True
+
     def _call_when_closed(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (once) when the connection is lost or closed."""
         if self._transport_lost:
@@ -404,6 +434,9 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self._transport_lost = True
+        if self._kept_in is not None:
+            self._kept_in.discard(self)
+            self._kept_in = None
         self._perform(self._closing.transport_lost())
         # A connection that kept its compression context frees it now, not
         # whenever the application lets go of the connection object.
@@ -453,7 +486,7 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
         """No message can arrive any more: wake receivers and fail pings in flight."""
         self._receiving = False
         _wake(self._receivers)
-        pings, self._pings = self._pings, {}
+        pings, self._pings = self._pings, _NO_PINGS
         for _, waiter in pings.values():
             if waiter is not None and not waiter.done():
                 waiter.set_exception(self._closed_exception())
@@ -518,6 +551,8 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
     async def _wait_for_writing(self) -> None:
         while self._writing_paused and self._state is OPEN:
             drainer: asyncio.Future[None] = self._loop.create_future()
+            if self._drainers is _NO_WAITERS:
+                self._drainers = []
             self._drainers.append(drainer)
             try:
                 await drainer
@@ -533,6 +568,8 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
             payload = os.urandom(4)
         # Not the loop's clock: uvloop's ticks in milliseconds, longer than a
         # round trip on a local network.
+        if self._pings is _NO_PINGS:
+            self._pings = {}
         self._pings[payload] = (time.monotonic(), waiter)
         self._write(self._writer.encode(OP_PING, payload))
         return payload
@@ -685,15 +722,20 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
             self._messages = deque(self._messages or (), maxlen=max_queue)
 
     async def _wait_closed(self) -> None:
-        if self._transport_lost:
-            return
+        await self._closed_future()
+
+    def _closed_future(self) -> asyncio.Future[None]:
+        """A future that the end of the connection completes (done already if it has ended)."""
         # A future per caller, so that one caller's cancellation does not
         # end the others' wait.
         waiter: asyncio.Future[None] = self._loop.create_future()
+        if self._transport_lost:
+            waiter.set_result(None)
+            return waiter
         if self._closed_waiters is None:
             self._closed_waiters = []
         self._closed_waiters.append(waiter)
-        await waiter
+        return waiter
 
     def _closed_exception(self) -> ConnectionClosed:
         closing = self._closing

@@ -194,7 +194,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Handler = Callable[[WebSocketClient], Awaitable[None]]
+Handler = Callable[[WebSocketClient], Optional[Awaitable[None]]]
 
 class connect:
     """Connect to a WebSocket server, in one of three ways.
@@ -725,16 +725,26 @@ class _Endpoint:
             logger.debug("client left before the WebSocket upgrade on %s", request.path)
             return
         self.clients.add(connection)
+        # The handshake is done; the handler may never read the headers again.
+        request.headers._pack()
+        kept = False
         try:
             code = CLOSE_NORMAL
             try:
                 running = self._handler(connection)
                 if inspect.isawaitable(running):
                     await running
+                elif running is None and connection._message_callback_set():
+                    # A callback handler: the connection lives on with no
+                    # task (and so none of this frame), in self.clients until
+                    # it is lost, and its callback does the rest.
+                    kept = connection._keep_in(self.clients)
+                    return
                 else:
                     logger.error(
                         "the WebSocket handler %r returned %r, not an awaitable; "
-                        "a handler is an `async def handler(client)`",
+                        "a handler is an `async def handler(client)`, or a plain "
+                        "function that sets a message callback",
                         self._handler,
                         running,
                     )
@@ -750,7 +760,8 @@ class _Endpoint:
             connection._close_without_waiting(CLOSE_GOING_AWAY, "")
             raise
         finally:
-            self.clients.discard(connection)
+            if not kept:
+                self.clients.discard(connection)
 
     async def close_all(self) -> None:
         connections = list(self.clients)

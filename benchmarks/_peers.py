@@ -9,7 +9,8 @@ Libraries:
 
 - ``anynet``: the spec's plain async API, ``await send()`` / ``await recv()``.
 - ``anynet-callback``: anynet's callback path, ``set_message_callback`` and
-  ``send_nowait``, with no task switch per message (the counterpart of picows's API).
+  ``send_nowait``, with no task switch per message (the counterpart of picows's API);
+  the server's handler is a plain function, so no task runs per connection.
 - ``picows``: its callback API (``WSListener.on_ws_frame``), the way its authors
   benchmark it; the fastest peer and the reference for ratios.
 - ``websockets``: the ``websockets.asyncio`` API.
@@ -180,7 +181,8 @@ async def anynet_callback_server(secure: bool = False) -> AsyncIterator[int]:
     assert not secure, "measured over plain TCP only"
     from anynet import websocket
 
-    async def echo(client: websocket.WebSocketClient) -> None:
+    # A callback handler: a plain function, so that no task runs per connection.
+    def echo(client: websocket.WebSocketClient) -> None:
         def answer(message: bytes | str) -> None:
             if message.__class__ is bytes:
                 client.send_nowait(message)
@@ -188,7 +190,6 @@ async def anynet_callback_server(secure: bool = False) -> AsyncIterator[int]:
                 client.send_text_nowait(message)
 
         client.set_message_callback(answer)
-        await client.wait_closed()
 
     async with websocket.serve(
         echo, HOST, 0, max_message_size=LARGEST_MESSAGE, ping_interval=None

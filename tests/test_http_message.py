@@ -18,6 +18,20 @@ def test_headers_are_case_insensitive_and_keep_the_first_spelling():
     assert headers.get("content-type") is None
 
 
+@pytest.mark.parametrize("fields", [{}, {"Host": "example.com:80", "X-Time": " 12:30 ", "Sec-WebSocket-Key": "a=="}])
+def test_packed_headers_read_back_the_same(fields):
+    headers = HTTPHeaders(fields)
+    headers._append("x-time", "13:00")  # repeated on the wire: joined
+    expected = dict(headers.items())
+    headers._pack()
+    assert hasattr(headers, "_packed")  # and no dict until the next use
+    assert dict(headers.items()) == expected
+    assert headers["X-TIME"] == {name.lower(): value for name, value in expected.items()}["x-time"]
+    headers._pack()
+    headers["Upgrade"] = "websocket"
+    assert headers["upgrade"] == "websocket" and len(headers) == len(expected) + 1
+
+
 @pytest.mark.parametrize(
     "name, value, error",
     [

@@ -356,3 +356,54 @@ async def test_picows_client_against_callback_server():
             transport.send_close(picows.WSCloseCode.OK)
             await asyncio.wait_for(transport.wait_disconnected(), TIMEOUT)
     assert received == MESSAGES
+
+
+def taskless_echo(client):
+    """The callback handler: a plain function that sets the callback and returns."""
+    client.set_message_callback(lambda message: answer(client, message))
+
+
+async def test_a_callback_handler_serves_with_no_task_and_leaves_the_server_set():
+    async with anynet_server(taskless_echo) as url:
+        async with websocket.serve(taskless_echo, "127.0.0.1", 0, ping_interval=None) as server:
+            host, port = server.local_address()
+            async with websocket.connect(f"ws://{host}:{port}/") as client:
+                await send_all(client, MESSAGES)
+                for message in MESSAGES:
+                    assert await asyncio.wait_for(client.recv_message(), TIMEOUT) == message
+                (served,) = server.clients
+                assert all(task.get_coro().__qualname__ != "_Endpoint._run" for task in asyncio.all_tasks())
+                await client.disconnect(4001)
+            # The server learns of the end without a task of its own.
+            ended = asyncio.get_running_loop().create_future()
+            served._call_when_closed(lambda: ended.set_result(None))
+            await asyncio.wait_for(ended, TIMEOUT)
+            await asyncio.sleep(0)  # the callback above is called soon after the loss
+            assert not server.clients
+            assert served.close_code == 4001
+        async with websocket.connect(url) as client:
+            await client.send(b"still served")
+            assert await asyncio.wait_for(client.recv(), TIMEOUT) == b"still served"
+
+
+async def test_the_end_of_serve_closes_callback_handlers_connections_with_1001():
+    async with websocket.serve(taskless_echo, "127.0.0.1", 0, ping_interval=None) as server:
+        host, port = server.local_address()
+        client = await websocket.connect(f"ws://{host}:{port}/")
+        await client.send(b"x")
+        assert await asyncio.wait_for(client.recv(), TIMEOUT) == b"x"
+    with pytest.raises(websocket.ConnectionClosed) as closed:
+        await asyncio.wait_for(client.recv(), TIMEOUT)
+    assert closed.value.code == 1001
+
+
+async def test_a_plain_handler_that_sets_no_callback_is_refused_or_closed_with_1011(caplog):
+    def forgets(client):
+        if client is None:
+            client.set_message_callback(print)  # never runs: only names the method
+
+    async with anynet_server(forgets) as url, websocket.connect(url) as client:
+        with pytest.raises(websocket.ConnectionClosed) as closed:
+            await asyncio.wait_for(client.recv(), TIMEOUT)
+    assert closed.value.code == 1011
+    assert any("sets a message callback" in record.message for record in caplog.records)
