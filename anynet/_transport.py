@@ -1,9 +1,13 @@
 """The layer under the frames: listening, accepting and connecting, with or without TLS.
 
-The transports are aiofastnet's: compiled socket transports, and TLS through
-OpenSSL with buffers of their own, on asyncio's loops and on uvloop alike. They
-cost about what uvloop's cost on either loop, and a tenth of the memory of
-asyncio's TLS layer per idle connection (benchmarks/results/transport.md).
+TLS goes through aiofastnet's transports on every loop: OpenSSL with buffers of
+their own, a tenth of the memory of asyncio's TLS layer per idle connection
+and half its instructions per message (benchmarks/results/transport.md).
+Plain TCP goes through them only where the loop's own transports are Python
+(asyncio's loops), where they save about 15 % of the server's instructions per
+message; uvloop's own are compiled already, cost 3 % more per message, and
+hold about 4.7 KiB less per idle connection, which a server of tens of
+thousands of connections feels more (benchmarks/results/per-message).
 
 Accepting is ours, wherever the loop can watch a socket (selector loops and
 uvloop; Windows' proactor loop accepts by itself). When the process runs out
@@ -68,8 +72,13 @@ async def connect(
 ) -> Tuple[asyncio.Transport, P]:
     """A TCP connection to ``host``:``port``, over TLS with ``ssl_context``
     (checking ``server_hostname``, which is also sent as SNI)."""
+    loop = asyncio.get_running_loop()
+    if not _uses_aiofastnet(loop, ssl_context):
+        return await loop.create_connection(
+            protocol_factory, host, port, ssl=ssl_context, server_hostname=server_hostname
+        )
     transport, protocol = await aiofastnet.create_connection(
-        asyncio.get_running_loop(),
+        loop,
         protocol_factory,
         host,
         port,
@@ -86,8 +95,13 @@ async def connect_unix(
     server_hostname: Optional[str],
 ) -> Tuple[asyncio.Transport, P]:
     """A connection to the Unix socket at ``path``, over TLS with ``ssl_context``."""
+    loop = asyncio.get_running_loop()
+    if not _uses_aiofastnet(loop, ssl_context):
+        return await loop.create_unix_connection(
+            protocol_factory, path, ssl=ssl_context, server_hostname=server_hostname
+        )
     transport, protocol = await aiofastnet.create_unix_connection(
-        asyncio.get_running_loop(),
+        loop,
         protocol_factory,
         path,
         ssl=ssl_context,
@@ -307,16 +321,23 @@ class Listener:
             logger.debug("a connection ended during its set-up: %r", error)
 
 
+def _uses_aiofastnet(loop: asyncio.AbstractEventLoop, ssl_context: Optional[ssl.SSLContext]) -> bool:
+    """Whether connections take aiofastnet's transports (see the module):
+    for TLS, except with an ``sni_callback``, which CPython calls with an SSL
+    object of its own that aiofastnet's OpenSSL engine does not make (the
+    process would crash in the handshake); for plain TCP on asyncio's loops."""
+    if ssl_context is not None:
+        return ssl_context.sni_callback is None
+    return isinstance(loop, asyncio.BaseEventLoop)
+
+
 def _accepted_socket_connector(
     loop: asyncio.AbstractEventLoop, ssl_context: Optional[ssl.SSLContext]
 ) -> Callable[..., Coroutine[Any, Any, Tuple[asyncio.Transport, asyncio.BaseProtocol]]]:
-    """aiofastnet's ``connect_accepted_socket``, or the loop's own for a TLS
-    context with an ``sni_callback``: CPython calls that hook with its own
-    SSL object, which aiofastnet's OpenSSL engine does not make (the process
-    would crash in the handshake)."""
-    if ssl_context is not None and ssl_context.sni_callback is not None:
-        return loop.connect_accepted_socket
-    return functools.partial(aiofastnet.connect_accepted_socket, loop)
+    """aiofastnet's ``connect_accepted_socket`` or the loop's own (see _uses_aiofastnet)."""
+    if _uses_aiofastnet(loop, ssl_context):
+        return functools.partial(aiofastnet.connect_accepted_socket, loop)
+    return loop.connect_accepted_socket
 
 
 def _name(sock: socket.socket) -> str:
