@@ -192,7 +192,7 @@ async def anynet_callback_server(secure: bool = False) -> AsyncIterator[int]:
         client.set_message_callback(answer)
 
     async with websocket.serve(
-        echo, HOST, 0, max_message_size=LARGEST_MESSAGE, ping_interval=None
+        echo, HOST, 0, max_message_size=LARGEST_MESSAGE, ping_interval=None, compression=None
     ) as server:
         yield server.local_address()[1]
 
@@ -570,7 +570,7 @@ class AnynetCallbackClient:
     @contextlib.asynccontextmanager
     async def connection(self, port: int) -> AsyncIterator[CallbackConnection]:
         async with self._websocket.connect(
-            f"ws://{HOST}:{port}/", max_message_size=LARGEST_MESSAGE, ping_interval=None
+            f"ws://{HOST}:{port}/", max_message_size=LARGEST_MESSAGE, ping_interval=None, compression=None
         ) as client:
             traffic = CallbackConnection(self._payload, client.send_nowait)
             size = self._size

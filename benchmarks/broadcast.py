@@ -54,7 +54,7 @@ async def run_server(policy: str) -> None:
         finally:
             clients.discard(client)
 
-    async with websocket.serve(relay, "127.0.0.1", 0) as server:
+    async with websocket.serve(relay, "127.0.0.1", 0, compression=None) as server:
         announce(port=server.local_address()[1])
         await until_stdin_closes()
 

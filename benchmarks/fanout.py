@@ -68,7 +68,7 @@ async def run_server(hub_kind: str, redis_url: str) -> None:
             async for _ in client:
                 pass
 
-    async with hub, websocket.serve(handler, "127.0.0.1", 0) as server:
+    async with hub, websocket.serve(handler, "127.0.0.1", 0, compression=None) as server:
         await asyncio.wait_for(hub.wait_connected(), 10)
         announce(port=server.local_address()[1])
         await until_stdin_closes()

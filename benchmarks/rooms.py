@@ -73,7 +73,7 @@ async def run_server(port: int, redis_url: str) -> None:
             await hub.wait_connected()
             reconnected_at[0] = time.time()
 
-    async with hub, websocket.serve(member, "127.0.0.1", port, reuse_port=True):
+    async with hub, websocket.serve(member, "127.0.0.1", port, reuse_port=True, compression=None):
         await asyncio.wait_for(hub.wait_connected(), 30)
         watching = asyncio.ensure_future(watch_outages())
         announce(pid=os.getpid())
