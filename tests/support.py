@@ -3,6 +3,7 @@ the system programs some tests start."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 
@@ -27,6 +28,32 @@ async def echo(client):
             await client.send(message)
         else:
             await client.send_text(message)
+
+
+async def send_once_everyone_listens(members, message, timeout=TIMEOUT):
+    """Send ``message`` from the first of ``members`` (connections to one room)
+    once every member hears the room: probes go out until each member has
+    heard one, so every subscription is in place, in whatever process serves
+    it. Returns when every member has received a message that is not a probe."""
+    heard = set()
+
+    async def listen(member):
+        while (await member.recv_text()) == "probe":
+            heard.add(member)
+
+    async def probe():
+        while len(heard) < len(members):
+            await members[0].send_text("probe")
+            await asyncio.sleep(0.05)
+
+    listeners = [asyncio.ensure_future(listen(member)) for member in members]
+    try:
+        await asyncio.wait_for(probe(), timeout)
+        await members[0].send_text(message)
+        await asyncio.wait_for(asyncio.gather(*listeners), TIMEOUT)
+    finally:
+        for listener in listeners:
+            listener.cancel()
 
 
 def url_of(server, path="/"):

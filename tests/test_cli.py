@@ -14,7 +14,7 @@ from anynet import tls, websocket
 from anynet._cli import main
 from conftest import EXTENSIONS_DISABLED
 from redis_server import redis_server  # noqa: F401 (a fixture)
-from support import python_path, url_of
+from support import python_path, send_once_everyone_listens, url_of
 
 # The subprocess must import the same anynet as this test process (the
 # installed one in CI, the source tree in development), so it runs from there.
@@ -83,23 +83,7 @@ async def test_serve_workers_share_rooms_through_redis(redis_server):
         await echo_client.send_text("just me")
         assert await asyncio.wait_for(echo_client.recv_text(), 10) == "just me"
 
-        # Probes until every member has heard one: every subscription is in place.
-        heard = set()
-
-        async def listen(member):
-            while (await member.recv_text()) == "probe":
-                heard.add(member)
-
-        async def probe():
-            while len(heard) < len(members):
-                await members[0].send_text("probe")
-                await asyncio.sleep(0.05)
-
-        listeners = [asyncio.ensure_future(listen(member)) for member in members]
-        await asyncio.wait_for(probe(), 30)
-        await members[0].send_text("to everyone")
-        # Each listener ends at the first message that is not a probe.
-        await asyncio.wait_for(asyncio.gather(*listeners), 10)
+        await send_once_everyone_listens(members, "to everyone", timeout=30)
     finally:
         for context in contexts:
             await context.__aexit__(None, None, None)

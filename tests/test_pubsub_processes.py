@@ -23,7 +23,7 @@ import pytest
 
 from anynet import websocket
 from redis_server import free_port, redis_server, require_redis_server  # noqa: F401 (a fixture)
-from support import TIMEOUT, python_path
+from support import TIMEOUT, python_path, send_once_everyone_listens
 
 ROOMS = Path(__file__).resolve().parent.parent / "benchmarks" / "rooms.py"
 
@@ -106,22 +106,7 @@ async def test_the_guide_s_multi_process_example_shares_rooms(tmp_path, redis_se
                 return member
 
         members = [await asyncio.wait_for(connect_member(), TIMEOUT) for _ in range(6)]
-        heard = set()
-
-        async def listen(member):
-            while (await member.recv_text()) == "probe":
-                heard.add(member)
-
-        async def probe():
-            # Until every member heard one: every worker's subscription is in place.
-            while len(heard) < len(members):
-                await members[0].send_text("probe")
-                await asyncio.sleep(0.05)
-
-        listeners = [asyncio.ensure_future(listen(member)) for member in members]
-        await asyncio.wait_for(probe(), TIMEOUT)
-        await members[0].send_text("hello, room")
-        await asyncio.wait_for(asyncio.gather(*listeners), TIMEOUT)
+        await send_once_everyone_listens(members, "hello, room")
     finally:
         for context in contexts:
             await context.__aexit__(None, None, None)
