@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from typing import (
     Any,
+    Awaitable,
+    Callable,
     Collection,
     Dict,
     Generator,
@@ -68,6 +70,9 @@ class BroadcastResult(int):
     skipped: Tuple[WebSocketClient, ...]
     closed: Tuple[WebSocketClient, ...]
     _clients: Collection[WebSocketClient]
+    # What else awaiting waits for, once the connections are writable: a
+    # pub/sub hub's room to relay the next message.
+    _then: Optional[Callable[[], Awaitable[None]]] = None
 
     def __await__(self) -> Generator[Any, None, None]:
         for client in self._clients:
@@ -76,6 +81,8 @@ class BroadcastResult(int):
             # than the broadcast.
             if client._is_over_write_limit():
                 yield from client._until_writable().__await__()
+        if self._then is not None:
+            yield from self._then().__await__()
 
     def __repr__(self) -> str:
         return (

@@ -194,7 +194,8 @@ class Hub:
         text for ``str``. ``policy`` overrides the topic's for this message,
         here and in every process it reaches. Returns the local delivery's
         ``BroadcastResult`` (awaiting it waits for local subscribers' buffers,
-        as for ``broadcast``).
+        as for ``broadcast``; with the reliable policy on the Redis hub, also
+        for room in the queue to Redis).
         """
         _check_topic(topic)
         if isinstance(message, str):

@@ -75,6 +75,15 @@ class RedisHub(Hub):
       queue is full, a new message is not relayed (``stats.dropped``); it
       still reaches local subscribers, and other processes count it in
       their ``lost``.
+    * Backpressure for the reliable policy: awaiting the result of a
+      reliable ``publish`` also waits, while the queue is more than half
+      full, until Redis has taken enough of it, so a publisher that awaits
+      goes at Redis's pace and none of its messages is dropped. It waits
+      only while the connection to Redis is up: losing it ends the wait at
+      once, and while Redis is unreachable nothing waits (messages past the
+      bound are dropped and counted; local delivery goes on). A Redis that
+      stops answering costs at most 5 s, when the connection counts as
+      lost. The skip policy never waits: past the bound it drops.
     * A Redis that stops answering: a batch of publishes that takes longer
       than 5 s is treated as a lost connection (and resent after the
       reconnection).
@@ -138,6 +147,10 @@ class RedisHub(Hub):
         self._sequences: Dict[str, int] = {}
         self._outgoing: Deque[Tuple[bytes, bytes]] = deque()
         self._outgoing_size = 0
+        # Awaiting a reliable publish waits while the queue holds more than
+        # this: the other half is room for publishers woken together.
+        self._room_mark = max_outgoing // 2
+        self._room: Optional[asyncio.Future[None]] = None
         # Messages at the head of the queue written to the current connection
         # and not yet acknowledged by Redis.
         self._written = 0
@@ -182,6 +195,9 @@ class RedisHub(Hub):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._publisher_up is not None:
+            self._publisher_up.clear()
+            self._wake_room()
         await self._publisher_pool.disconnect()
         await self._subscriber_pool.disconnect()
 
@@ -265,13 +281,19 @@ class RedisHub(Hub):
         sequence = self._sequences.get(topic, 0) + 1
         # Numbered even if dropped below, so that receivers count it as lost.
         self._sequences[topic] = sequence
-        envelope = seal(self._id, sequence, opcode, policy == "reliable", data)
+        reliable = policy == "reliable"
+        envelope = seal(self._id, sequence, opcode, reliable, data)
         if self._outgoing_size + len(envelope) > self._max_outgoing:
             self.stats.dropped += 1
-            return result
-        self._outgoing.append((self._channel(topic), envelope))
-        self._outgoing_size += len(envelope)
-        self._wake(self._outgoing_waiter)
+        else:
+            self._outgoing.append((self._channel(topic), envelope))
+            self._outgoing_size += len(envelope)
+            self._wake(self._outgoing_waiter)
+        if reliable and self._outgoing_size > self._room_mark:
+            # Backpressure: a publisher that awaits its reliable publishes
+            # goes at the pace Redis takes them, instead of filling the
+            # queue and losing messages past it.
+            result._then = self._until_room
         return result
 
     @property
@@ -286,6 +308,21 @@ class RedisHub(Hub):
             if self._drained is None:
                 self._drained = asyncio.get_running_loop().create_future()
             await asyncio.shield(self._drained)
+
+    async def _until_room(self) -> None:
+        """Wait while the outgoing queue is more than half full and Redis
+        takes messages. Not while the publishing connection is down: local
+        delivery must not stall on Redis (and a Redis that stops answering
+        fails the connection within the 5 s command timeout)."""
+        up = self._publisher_up
+        while self._outgoing_size > self._room_mark and up is not None and up.is_set():
+            if self._room is None:
+                self._room = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._room)
+
+    def _wake_room(self) -> None:
+        self._wake(self._room)
+        self._room = None
 
     async def _publisher_loop(self) -> None:
         assert self._publisher_up is not None
@@ -306,6 +343,7 @@ class RedisHub(Hub):
             except Exception as error:
                 failure = error
             self._publisher_up.clear()
+            self._wake_room()
             # What Redis did not acknowledge is written again on the next
             # connection; a receiver drops what it already had.
             self._written = 0
@@ -352,6 +390,8 @@ class RedisHub(Hub):
             _, envelope = self._outgoing.popleft()
             self._written -= 1
             self._outgoing_size -= len(envelope)
+            if self._room is not None and self._outgoing_size <= self._room_mark:
+                self._wake_room()
             if not self._outgoing:
                 self._wake(self._drained)
                 self._drained = None

@@ -370,3 +370,81 @@ async def test_a_publisher_faster_than_redis_holds_bounded_memory(redis_server):
         assert got == 5000 - dropped
         assert receiver.stats.lost == dropped
         await leave(contexts + [context])
+
+
+async def until(condition):
+    while not condition():
+        await asyncio.sleep(0.001)
+
+
+async def test_a_publisher_that_awaits_reliable_publishes_goes_at_redis_pace(redis_server):
+    """Awaiting a reliable publish waits for room in the queue to Redis while
+    it is more than half full: nothing is dropped, however far the publisher
+    runs ahead, and every other process gets every message in order. Skip
+    publishes never wait."""
+    bound = 16 * 1024
+    async with pubsub.RedisHub(redis_server.url, max_outgoing=bound) as publisher, pubsub.RedisHub(
+        redis_server.url
+    ) as receiver:
+        context, server, members = await serve_hub(receiver)
+        contexts, (client,) = await joined(server, members, ["paced"])
+        await asyncio.wait_for(asyncio.gather(publisher.wait_connected(), receiver.wait_connected()), TIMEOUT)
+        count = 2000  # 12 times the bound
+
+        async def publish_all():
+            for index in range(count):
+                await publisher.publish("paced", struct.pack("!I", index) + b"m" * 96, policy="reliable")
+
+        redis_server.pause()  # Redis takes nothing: the publisher must wait
+        try:
+            publishing = asyncio.ensure_future(publish_all())
+            await asyncio.wait_for(until(lambda: publisher.outgoing_bytes > bound // 2), TIMEOUT)
+            for _ in range(100):
+                await asyncio.sleep(0)
+            assert not publishing.done() and publisher.outgoing_bytes <= bound
+            # A skip publish is not held back.
+            await asyncio.wait_for(publisher.publish("elsewhere", b"s", policy="skip"), TIMEOUT)
+        finally:
+            redis_server.resume()
+        await asyncio.wait_for(publishing, TIMEOUT)
+        received = [struct.unpack("!I", (await asyncio.wait_for(client.recv(), TIMEOUT))[:4])[0] for _ in range(count)]
+        assert received == list(range(count))
+        assert publisher.stats.dropped == 0 and receiver.stats.lost == 0
+        await leave(contexts + [context])
+
+
+async def test_awaiting_a_reliable_publish_never_waits_for_an_unreachable_redis(redis_server):
+    """Redis down: local delivery goes on at full pace, and what does not fit
+    the queue is dropped and counted, never waited for."""
+    async with pubsub.RedisHub(redis_server.url, max_outgoing=4096) as hub:
+        context, server, members = await serve_hub(hub)
+        contexts, (client,) = await joined(server, members, ["room"])
+        await asyncio.wait_for(hub.wait_connected(), TIMEOUT)
+        redis_server.kill()
+        await asyncio.wait_for(until(lambda: not hub.connected), TIMEOUT)
+        for index in range(500):
+            await asyncio.wait_for(hub.publish("room", b"%d" % index, policy="reliable"), TIMEOUT)
+        for index in range(500):
+            assert await asyncio.wait_for(client.recv(), TIMEOUT) == b"%d" % index
+        assert hub.stats.dropped > 0
+        await leave(contexts + [context])
+
+
+async def test_a_redis_that_stops_answering_ends_a_reliable_publishers_wait(redis_server):
+    """Redis alive but silent (stopped): the wait for room lasts until the
+    publishing connection counts as lost (5 s without an answer), then
+    publishing goes on locally."""
+    async with pubsub.RedisHub(redis_server.url, max_outgoing=4096) as hub:
+        context, server, members = await serve_hub(hub)
+        contexts, (client,) = await joined(server, members, ["room"])
+        await asyncio.wait_for(hub.wait_connected(), TIMEOUT)
+        redis_server.pause()
+        try:
+            for index in range(200):
+                await asyncio.wait_for(hub.publish("room", b"%d" % index, policy="reliable"), TIMEOUT)
+            assert not hub.connected
+        finally:
+            redis_server.resume()
+        for index in range(200):
+            assert await asyncio.wait_for(client.recv(), TIMEOUT) == b"%d" % index
+        await leave(contexts + [context])
