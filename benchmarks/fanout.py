@@ -50,7 +50,9 @@ from _cluster import (
     until_stdin_closes,
 )
 
-HEADER = struct.Struct("!qd")  # sequence (-1 for warm-up probes), send time
+HEADER = struct.Struct("!qd")  # sequence (or a marker below), send time
+PROBE = -1  # before the run: is every subscription in place?
+END = -2  # after it: everything published before has arrived or is lost
 TOPIC = "bench"
 
 
@@ -75,7 +77,9 @@ async def run_server(hub_kind: str, redis_url: str) -> None:
         announce(stats=hub.stats.as_dict())
 
 
-async def run_client(ports: List[int], subscribers: int, rate: int, duration: float, size: int) -> None:
+async def run_client(
+    ports: List[int], subscribers: int, rate: int, duration: float, size: int, timeout: float
+) -> None:
     from anynet import websocket
 
     padding = b"." * max(0, size - HEADER.size)
@@ -93,43 +97,53 @@ async def run_client(ports: List[int], subscribers: int, rate: int, duration: fl
 
     latencies: List[List[float]] = [[] for _ in ports]
     counts = [0] * len(ports)
-    probed = [0] * len(ports)
-    last_sequence = [-1]
-    all_probed = asyncio.Event()
     total_subscribers = subscribers * len(ports)
+    # Subscribers that heard a probe (every subscription is in place) and
+    # an end marker (what was published before it arrived or was lost).
+    heard = {PROBE: 0, END: 0}
+    everyone_heard = {PROBE: asyncio.Event(), END: asyncio.Event()}
+    ended_at = [0.0]
 
     async def subscriber(group: int, client: websocket.WebSocketClient) -> None:
-        seen_probe = False
+        seen = set()
         record = latencies[group].append
         while True:
             message = await client.recv()
             arrived = time.perf_counter()
             sequence, sent = HEADER.unpack_from(message)
-            if sequence < 0:
-                if not seen_probe:
-                    seen_probe = True
-                    probed[group] += 1
-                    if sum(probed) == total_subscribers:
-                        all_probed.set()
-                continue
-            counts[group] += 1
-            if rate:
-                record(arrived - sent)
-            if sequence == last_sequence[0]:
-                return
+            if sequence >= 0:
+                counts[group] += 1
+                if rate:
+                    record(arrived - sent)
+            elif sequence not in seen:
+                seen.add(sequence)
+                heard[sequence] += 1
+                if heard[sequence] == total_subscribers:
+                    ended_at[0] = arrived
+                    everyone_heard[sequence].set()
+                if sequence == END:
+                    return
+
+    async def repeat_until_everyone_heard(marker: int, limit: float) -> bool:
+        """Markers, until each subscriber has one: one marker may be lost
+        (or wait behind the backlog), and the run must not hang on it."""
+        deadline = time.perf_counter() + limit
+        while not everyone_heard[marker].is_set():
+            await publisher.send(HEADER.pack(marker, 0.0))
+            try:
+                await asyncio.wait_for(asyncio.shield(everyone_heard[marker].wait()), 0.05)
+            except asyncio.TimeoutError:
+                if time.perf_counter() > deadline:
+                    return False
+        return True
 
     tasks = [
         asyncio.ensure_future(subscriber(index, client))
         for index, group in enumerate(groups)
         for client in group
     ]
-    # Probes until every subscriber has one: every subscription is in place.
-    while not all_probed.is_set():
-        await publisher.send(HEADER.pack(-1, 0.0))
-        try:
-            await asyncio.wait_for(asyncio.shield(all_probed.wait()), 0.05)
-        except asyncio.TimeoutError:
-            pass
+    if not await repeat_until_everyone_heard(PROBE, 30):
+        raise SystemExit("not every subscriber heard a probe within 30 s")
 
     began = time.perf_counter()
     sequence = 0
@@ -150,15 +164,19 @@ async def run_client(ports: List[int], subscribers: int, rate: int, duration: fl
             for _ in range(64):
                 await publisher.send(HEADER.pack(sequence, time.perf_counter()) + padding)
                 sequence += 1
-    last_sequence[0] = sequence - 1
-    await publisher.send(HEADER.pack(sequence - 1, time.perf_counter()) + padding)
-    await asyncio.wait_for(asyncio.gather(*tasks), 60)
-    seconds = time.perf_counter() - began
+    complete = await repeat_until_everyone_heard(END, timeout)
+    seconds = (ended_at[0] if complete else time.perf_counter()) - began
+    for task in tasks:
+        task.cancel()
     result: Dict[str, Any] = {
         "published": sequence,
+        "complete": complete,
         "seconds": seconds,
         "deliveries_per_second": [count / seconds for count in counts],
         "deliveries": counts,
+        # Deliveries that never came (per process): lost on the way, or
+        # still on their way when the run gave up.
+        "missing": [sequence * subscribers - count for count in counts],
     }
     if rate:
         result["p50_ms"] = [percentile(values, 0.50) * 1000 for values in latencies]
@@ -169,6 +187,14 @@ async def run_client(ports: List[int], subscribers: int, rate: int, duration: fl
             await asyncio.wait_for(context.__aexit__(None, None, None), 5)
         except Exception:
             pass
+
+
+# The hubs' counters of what did not go as published, reported per process.
+COUNTERS = ("lost", "dropped", "duplicates", "skipped", "closed", "reconnects")
+
+
+def counts(row: Dict[str, Any], name: str) -> str:
+    return " / ".join(f"{stats[name]:,}" for stats in row["server_stats"])
 
 
 def measure(hub: str, processes: int, rate: int, options: argparse.Namespace, redis: Optional[Redis]) -> Dict[str, Any]:
@@ -190,7 +216,7 @@ def measure(hub: str, processes: int, rate: int, options: argparse.Namespace, re
                 "--subscribers", str(options.latency_subscribers if rate else options.subscribers),
                 "--rate", str(rate),
                 "--duration", str(options.duration), "--size", str(options.size),
-                "--loop", options.loop,
+                "--timeout", str(options.timeout), "--loop", options.loop,
             ],
             pin,
         )
@@ -222,6 +248,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--loop", default="uvloop", choices=["uvloop", "asyncio"])
     parser.add_argument("--pin", action="store_true")
     parser.add_argument("--output", default=str(BENCHMARKS / "results" / "fanout"))
@@ -232,7 +259,9 @@ def main() -> None:
     if options.role == "client":
         ports = [int(p) for p in options.ports.split(",")]
         new_event_loop(options.loop).run_until_complete(
-            run_client(ports, options.subscribers, options.rate, options.duration, options.size)
+            run_client(
+                ports, options.subscribers, options.rate, options.duration, options.size, options.timeout
+            )
         )
         return
 
@@ -252,6 +281,9 @@ def main() -> None:
                     line += "; latency p50/p99 ms per process " + ", ".join(
                         f"{p50:.2f}/{p99:.2f}" for p50, p99 in zip(result["p50_ms"], result["p99_ms"])
                     )
+                line += f"; {result['published']:,} published, missing {result['missing']}"
+                line += "" if result["complete"] else " (INCOMPLETE)"
+                line += "; " + ", ".join(f"{name} {counts(result, name)}" for name in COUNTERS)
                 print(line, flush=True)
     finally:
         redis.stop()
@@ -272,8 +304,10 @@ def main() -> None:
         f" {options.latency_subscribers} at {options.rate}/s, {options.size} B,"
         f" {options.loop}, {'pinned to one CPU' if options.pin else 'unpinned'}, {commit})",
         "",
-        "| hub | processes | publishes | deliveries/s (per process) | vs local x1 | p50 ms (local / cross-process) | p99 ms (local / cross-process) |",
-        "|---|---|---|---|---|---|---|",
+        "| hub | processes | publishes | deliveries/s (per process) | vs local x1"
+        " | p50 ms (local / cross-process) | p99 ms (local / cross-process) | published | missing"
+        + "".join(f" | {name}" for name in COUNTERS) + " |",
+        "|---" * (9 + len(COUNTERS)) + "|",
     ]
     for row in rows:
         per_process = " / ".join(f"{v:,.0f}" for v in row["deliveries_per_second"])
@@ -281,7 +315,18 @@ def main() -> None:
         p50 = " / ".join(f"{v:.2f}" for v in row.get("p50_ms", []))
         p99 = " / ".join(f"{v:.2f}" for v in row.get("p99_ms", []))
         rate = "full speed" if not row["rate"] else f"{row['rate']}/s"
-        lines.append(f"| {row['hub']} | {row['processes']} | {rate} | {per_process} | {ratio} | {p50} | {p99} |")
+        missing = " / ".join(f"{v:,}" for v in row["missing"]) + ("" if row["complete"] else " (gave up)")
+        lines.append(
+            f"| {row['hub']} | {row['processes']} | {rate} | {per_process} | {ratio} | {p50} | {p99}"
+            f" | {row['published']:,} | {missing}"
+            + "".join(f" | {counts(row, name)}" for name in COUNTERS) + " |"
+        )
+    lines += [
+        "",
+        "missing: deliveries that never came per process (published x subscribers - received);"
+        " the other counters are the hubs' `stats` per process (`lost`: messages of another"
+        " process that never arrived; `dropped`: not relayed, the outgoing queue was full).",
+    ]
     with open(options.output + ".md", "w") as out:
         out.write("\n".join(lines) + "\n")
 
