@@ -81,9 +81,9 @@ class RedisHub(Hub):
       goes at Redis's pace and none of its messages is dropped. It waits
       only while the connection to Redis is up: losing it ends the wait at
       once, and while Redis is unreachable nothing waits (messages past the
-      bound are dropped and counted; local delivery goes on). A Redis that
-      stops answering costs at most 5 s, when the connection counts as
-      lost. The skip policy never waits: past the bound it drops.
+      bound are dropped and counted; local delivery goes on); a Redis that
+      stops answering holds it until the connection counts as lost (next
+      point). The skip policy never waits: past the bound it drops.
     * A Redis that stops answering: a batch of publishes that takes longer
       than 5 s is treated as a lost connection (and resent after the
       reconnection).

@@ -2,14 +2,20 @@
 
     python benchmarks/fanout.py [--subscribers 50] [--latency-subscribers 10]
                                 [--rate 1000] [--duration 3]
-                                [--size 64] [--loop uvloop|asyncio] [--pin]
+                                [--size 64] [--timeout 120] [--loop uvloop|asyncio] [--pin]
 
 Server processes hold subscribers to one topic; a publisher connection to the
 first process sends messages that its handler publishes on the topic
 (``await hub.publish(..., policy="reliable")``, so a publisher faster than the
-subscribers read is slowed down rather than skipped). Each message carries its
-send time; every subscriber notes when it arrives. One client process holds
-the publisher and every subscriber connection. Four runs:
+local subscribers read, or than Redis takes its messages, is slowed down
+rather than skipped). Each message carries its send time; every subscriber
+notes when it arrives. One client process holds the publisher and every
+subscriber connection. A run ends when every subscriber has heard an end
+marker, published after the messages and repeated until then (or after
+``--timeout`` seconds): what was published before it has arrived or is lost.
+Each row reports the deliveries that never came and the hubs' counters of
+lost, dropped, duplicate and skipped messages, closed subscribers and
+reconnections, so that a loss shows as a number. Six runs:
 
 - ``local x1``: one server process with the in-process hub;
 - ``redis x1``: one server process with the Redis hub (each message also goes
