@@ -115,10 +115,13 @@ def broadcast(
         raise TypeError(f"max_backlog must be an int, not {type(max_backlog).__name__}")
     if max_backlog <= 0:
         raise ValueError(f"max_backlog must be positive, not {max_backlog}")
-    if not isinstance(clients, Collection):
-        # Iterated once here and, if the result is awaited, once more.
-        clients = list(clients)
-    return send_frames(clients, opcode, message, policy == "reliable", max_backlog)
+    reliable = policy == "reliable"
+    if reliable or not isinstance(clients, Collection):
+        # A snapshot: a reliable result iterates the connections again when
+        # awaited, by which time the caller's set of connections (changed
+        # by every connection that comes or goes) may have changed.
+        clients = tuple(clients)
+    return send_frames(clients, opcode, message, reliable, max_backlog)
 
 
 def send_frames(

@@ -100,6 +100,38 @@ async def test_reliable_policy_delivers_in_order_or_closes_with_1013():
             assert room.connections[0].skipped_messages == 0
 
 
+async def test_awaiting_a_reliable_broadcast_to_a_set_that_changes_meanwhile():
+    """The usual relay keeps a set of its connections, which changes as they
+    come and go: a reliable broadcast's result is awaited on the connections
+    it was sent to, whatever the set became."""
+    room = Room(expected=2)
+    async with websocket.serve(room.handler, "127.0.0.1", 0) as server:
+        async with websocket.connect(url_of(server)) as reader, websocket.connect(
+            url_of(server), max_queue=1
+        ) as stalled:
+            await asyncio.wait_for(room.ready.wait(), TIMEOUT)
+            reading = asyncio.ensure_future(receive_numbers(reader, b"end"))
+            members = set(room.connections)
+            stalled_side = next(c for c in members if c.remote_address() == stalled.local_address())
+            while not stalled_side._is_over_write_limit():
+                websocket.broadcast(members, numbered(0), policy="reliable")
+                await asyncio.sleep(0)
+
+            async def await_result(result):
+                await result
+
+            waiting = asyncio.ensure_future(
+                await_result(websocket.broadcast(members, numbered(1), policy="reliable"))
+            )
+            await asyncio.sleep(0)  # now waiting for the stalled connection
+            assert not waiting.done()
+            members.clear()  # as when connections leave while the relay waits
+            await stalled_side.close()
+            await asyncio.wait_for(waiting, TIMEOUT)
+            websocket.broadcast(room.connections, b"end")
+            await asyncio.wait_for(reading, TIMEOUT)
+
+
 @pytest.mark.parametrize("client_count", [3, 8])
 async def test_awaited_reliable_broadcasts_reach_everyone_in_order(client_count):
     """Every message each client sends reaches every client, and the run ends."""
