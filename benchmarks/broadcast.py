@@ -93,7 +93,8 @@ async def run_clients(port: int, count: int, messages: int, size: int, timeout: 
     over = asyncio.Event()
     all_ends_heard = [0]
     ended_at = [0.0]
-    connections_closed = [0]
+    # Close codes of the connections that closed during the run.
+    close_codes: List[int] = []
 
     async def one(number: int, client: websocket.WebSocketClient) -> None:
         # Everyone says hello first: once a client heard all N, every
@@ -136,12 +137,13 @@ async def run_clients(port: int, count: int, messages: int, size: int, timeout: 
                                 ended_at[0] = time.perf_counter()
                                 over.set()
                     continue
-                if index != last[sender] + 1:
+                # A gap is a skipped message (counted as missing); going back is disorder.
+                if index <= last[sender]:
                     in_order[0] = False
                 last[sender] = index
                 received[number] += 1
-        except websocket.ConnectionClosed:
-            connections_closed[0] += 1
+        except websocket.ConnectionClosed as closed:
+            close_codes.append(closed.code)
             over.set()
         finally:
             sending.cancel()
@@ -168,7 +170,7 @@ async def run_clients(port: int, count: int, messages: int, size: int, timeout: 
         delivered=total,
         expected=count * count * messages,
         missing=count * count * messages - total,
-        connections_closed=connections_closed[0],
+        close_codes=close_codes,
         deliveries_per_second=total / seconds,
         in_order=in_order[0],
     )
@@ -238,8 +240,9 @@ def main() -> None:
                 + (
                     f"{result['deliveries_per_second']:>10,.0f} deliveries/s in {result['seconds']:.2f} s"
                     if result["complete"]
-                    else f"timed out after {result['seconds']:.0f} s with"
+                    else f"INCOMPLETE after {result['seconds']:.0f} s with"
                     f" {result['delivered']:,} of {result['expected']:,}"
+                    f" (connections closed with {result['close_codes'] or 'none'})"
                 )
                 + ("" if result["in_order"] else " (OUT OF ORDER)")
                 + f"; missing {result['missing']:,}, skipped {result['skipped']:,},"
@@ -266,7 +269,7 @@ def main() -> None:
     for row in rows:
         lines.append(
             f"| {row['policy']} | {row['clients']} | {row['deliveries_per_second']:,.0f} |"
-            f" {row['seconds']:.2f} | {'yes' if row['complete'] else 'no'} | {'yes' if row['in_order'] else 'no'} |"
+            f" {row['seconds']:.2f} | {'yes' if row['complete'] else 'no (closed: %s)' % (row['close_codes'] or 'none')} | {'yes' if row['in_order'] else 'no'} |"
             f" {row['missing']:,} | {row['skipped']:,} | {row['closed']:,} |"
         )
     lines += [
