@@ -125,9 +125,9 @@ async def run_client(
                 seen.add(sequence)
                 heard[sequence] += 1
                 if heard[sequence] == total_subscribers:
-                    ended_at[0] = arrived
                     everyone_heard[sequence].set()
                 if sequence == END:
+                    ended_at[0] = arrived  # the last subscriber to hear it sets the end
                     return
 
     async def repeat_until_everyone_heard(marker: int, limit: float) -> bool:
