@@ -329,6 +329,10 @@ def main() -> None:
         )
     lines += [
         "",
+        f"Command: `python benchmarks/fanout.py --subscribers {options.subscribers}"
+        f" --latency-subscribers {options.latency_subscribers} --rate {options.rate}"
+        f" --duration {options.duration:g} --size {options.size}{' --pin' if options.pin else ''}`.",
+        "",
         "missing: deliveries that never came per process (published x subscribers - received);"
         " the other counters are the hubs' `stats` per process (`lost`: messages of another"
         " process that never arrived; `dropped`: not relayed, the outgoing queue was full).",
