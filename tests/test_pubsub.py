@@ -407,7 +407,9 @@ async def test_a_publisher_that_awaits_reliable_publishes_goes_at_redis_pace(red
         finally:
             redis_server.resume()
         await asyncio.wait_for(publishing, TIMEOUT)
-        received = [struct.unpack("!I", (await asyncio.wait_for(client.recv(), TIMEOUT))[:4])[0] for _ in range(count)]
+        received = []
+        for _ in range(count):
+            received.append(struct.unpack("!I", (await asyncio.wait_for(client.recv(), TIMEOUT))[:4])[0])
         assert received == list(range(count))
         assert publisher.stats.dropped == 0 and receiver.stats.lost == 0
         await leave(contexts + [context])
