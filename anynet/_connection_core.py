@@ -58,6 +58,11 @@ CLOSED = 3
 # (see WebSocketClient._write_large).
 LARGE_PAYLOAD_SIZE = 64 * 1024
 
+# What _pending holds once a frame went out directly and none is held back:
+# one empty list for every connection, rather than a new one per message.
+# Nothing is ever added to it.
+_NOTHING_HELD: List[bytes] = []
+
 
 def _clamped(count: Optional[int]) -> int:
     """A limit of at most sys.maxsize (None: no limit): no queue or buffer
@@ -241,14 +246,16 @@ class ConnectionCore:
             # ping-pong traffic no frame ever is.
             assert self._transport is not None
             self._transport.write(data)
-            self._pending = []
+            self._pending = _NOTHING_HELD
             return
-        if not pending:
+        if pending is _NOTHING_HELD:
             batch = self._write_batch
             if not batch:
                 self._loop.call_soon(_flush_batch, self._loop, batch)
             batch.append(self)
-        pending.append(data)
+            self._pending = [data]
+        else:
+            pending.append(data)
         self._pending_size += len(data)
         if self._pending_size >= self._write_limit:
             self._flush()
