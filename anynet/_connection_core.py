@@ -120,9 +120,10 @@ class ConnectionCore:
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._reader = reader
-        # asyncio.BufferedProtocol.get_buffer is the reader's own: it owns the
-        # receive buffer, so a complete frame is parsed where the socket put
-        # it, and an idle connection holds no buffer. Bound here rather than
+        # asyncio.BufferedProtocol.get_buffer is the reader's own: it lends
+        # the loop's read buffer, or its own while a frame is incomplete, so a
+        # complete frame is parsed where the socket put it, and an idle
+        # connection holds no buffer. Bound here rather than
         # called from a method, it costs no Python frame per read.
         self.get_buffer = reader.get_buffer
         self._writer = writer
