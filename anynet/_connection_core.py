@@ -58,6 +58,11 @@ CLOSED = 3
 # (see WebSocketClient._write_large).
 LARGE_PAYLOAD_SIZE = 64 * 1024
 
+# What _pending holds once a frame went out directly and none is held back:
+# one empty list for every connection, rather than a new one per message.
+# Nothing is ever added to it.
+_NOTHING_HELD: List[bytes] = []
+
 
 def _clamped(count: Optional[int]) -> int:
     """A limit of at most sys.maxsize (None: no limit): no queue or buffer
@@ -115,9 +120,10 @@ class ConnectionCore:
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._reader = reader
-        # asyncio.BufferedProtocol.get_buffer is the reader's own: it owns the
-        # receive buffer, so a complete frame is parsed where the socket put
-        # it, and an idle connection holds no buffer. Bound here rather than
+        # asyncio.BufferedProtocol.get_buffer is the reader's own: it lends
+        # the loop's read buffer, or its own while a frame is incomplete, so a
+        # complete frame is parsed where the socket put it, and an idle
+        # connection holds no buffer. Bound here rather than
         # called from a method, it costs no Python frame per read.
         self.get_buffer = reader.get_buffer
         self._writer = writer
@@ -241,14 +247,16 @@ class ConnectionCore:
             # ping-pong traffic no frame ever is.
             assert self._transport is not None
             self._transport.write(data)
-            self._pending = []
+            self._pending = _NOTHING_HELD
             return
-        if not pending:
+        if pending is _NOTHING_HELD:
             batch = self._write_batch
             if not batch:
                 self._loop.call_soon(_flush_batch, self._loop, batch)
             batch.append(self)
-        pending.append(data)
+            self._pending = [data]
+        else:
+            pending.append(data)
         self._pending_size += len(data)
         if self._pending_size >= self._write_limit:
             self._flush()

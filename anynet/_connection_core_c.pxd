@@ -11,6 +11,7 @@ from anynet._framing_c cimport FrameReader, FrameWriter
 cdef object OPEN, CLOSING, CLOSED
 cdef int OP_BINARY, OP_TEXT
 cdef Py_ssize_t LARGE_PAYLOAD_SIZE
+cdef list _NOTHING_HELD
 
 cdef Py_ssize_t _clamped(object count) except? -1
 

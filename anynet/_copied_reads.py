@@ -10,6 +10,8 @@ before passing it on to ``data_received``. The copy is made before the
 transport's read callback returns (every asyncio and uvloop transport calls
 ``get_buffer``, reads and calls ``buffer_updated`` in one go), so one buffer
 serves all of a loop's connections, and an idle connection holds none.
+The WebSocket connections that follow read through the same buffer (see
+``anynet._framing.FrameReader``'s ``read_buffer``).
 """
 
 from __future__ import annotations
@@ -17,15 +19,16 @@ from __future__ import annotations
 import asyncio
 import weakref
 
-# Enough for a request or response head, or a good part of a body, per read.
-READ_SIZE = 64 * 1024
+# Enough for a request or response head, a good part of a body, or a batch
+# of WebSocket frames, per read.
+READ_SIZE = 128 * 1024
 
 _buffers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, memoryview] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def _loop_buffer(loop: asyncio.AbstractEventLoop) -> memoryview:
+def loop_read_buffer(loop: asyncio.AbstractEventLoop) -> memoryview:
     buffer = _buffers.get(loop)
     if buffer is None:
         buffer = _buffers[loop] = memoryview(bytearray(READ_SIZE))
@@ -39,7 +42,7 @@ class CopiedReads(asyncio.BufferedProtocol):
     __slots__ = ("_read_buffer",)
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._read_buffer = _loop_buffer(loop)
+        self._read_buffer = loop_read_buffer(loop)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._read_buffer

@@ -205,6 +205,14 @@ def _finished_bytes(data: Any) -> bytes:
         return bytes(data)
 
 
+def _view_memory(view: memoryview) -> Memory:
+    """The memory of a memoryview of single bytes that its reader lends out."""
+    if cython.compiled:
+        return cython.cast(cython.p_uchar, PyMemoryView_GET_BUFFER(view).buf)
+    else:
+        return view
+
+
 def _writable_view(memory: Memory, start: int, size: int) -> memoryview:
     """A writable memoryview of ``size`` bytes of ``memory`` from ``start``."""
     if cython.compiled:
@@ -484,6 +492,13 @@ class FrameReader:
     Both return the events of every frame completed by the new bytes; see
     ``anynet._events``. The buffer returned by ``get_buffer()`` is valid only
     until the next call on the reader.
+
+    ``read_buffer``, a writable memoryview of single bytes, is where
+    ``get_buffer()`` has the next read go while no incomplete frame is
+    pending: ``buffer_updated()`` parses it there and keeps only an
+    incomplete tail. An event loop's readers can share one, as each read is
+    parsed before the next starts; its contents are then valid only until
+    the next call on any of them.
     """
 
     __slots__ = (
@@ -511,6 +526,7 @@ class FrameReader:
         "_compressed",
         "_seek_skip",
         "_seek_pending",
+        "_read_buffer",
         "failed",
         "closed",
         "seeking",
@@ -521,7 +537,17 @@ class FrameReader:
         is_client: bool,
         max_message_size: Optional[int] = DEFAULT_MAX_MESSAGE_SIZE,
         inflater: Optional[Inflater] = None,
+        read_buffer: Optional[memoryview] = None,
     ) -> None:
+        if read_buffer is not None and (
+            type(read_buffer) is not memoryview
+            or read_buffer.readonly
+            or read_buffer.format != "B"
+            or not read_buffer.c_contiguous
+            or read_buffer.nbytes < MIN_READ_SIZE
+        ):
+            raise ValueError(f"read_buffer must be a writable memoryview of at least {MIN_READ_SIZE} bytes")
+        self._read_buffer = read_buffer
         self._has_limit = max_message_size is not None
         if max_message_size is not None:
             if not isinstance(max_message_size, int):
@@ -702,6 +728,10 @@ class FrameReader:
             return _writable_view(
                 _bytes_memory(self._payload), self._payload_filled, len(self._payload) - self._payload_filled
             )
+        if self._buffer == NO_MEMORY and self._read_buffer is not None:
+            # Nothing pending: the read goes to the shared buffer, a view
+            # made once, and only what a read leaves incomplete is copied.
+            return self._read_buffer
         self._reserve(self._wanted_space())
         return _writable_view(self._buffer, self._end, self._capacity - self._end)
 
@@ -718,7 +748,13 @@ class FrameReader:
             # The bytes are in place already: only unmasking is left.
             self._fill_payload(_bytes_memory(self._payload), self._payload_filled, nbytes, events)
             return events
-        if self._buffer == NO_MEMORY or not 0 <= nbytes <= self._capacity - self._end:
+        if self._buffer == NO_MEMORY:
+            shared = self._read_buffer
+            if shared is None or not 0 <= nbytes <= len(shared):
+                raise ValueError("buffer_updated() without a matching get_buffer()")
+            self._feed(_view_memory(shared), nbytes, events)
+            return events
+        if not 0 <= nbytes <= self._capacity - self._end:
             raise ValueError("buffer_updated() without a matching get_buffer()")
         self._end += nbytes
         self._parse_buffer(events)

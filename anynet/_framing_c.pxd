@@ -15,6 +15,7 @@ from libc.string cimport memcpy, memmove
 cdef extern from "Python.h":
     int PyBUF_WRITE
     object PyMemoryView_FromMemory(char *mem, Py_ssize_t size, int flags)
+    Py_buffer *PyMemoryView_GET_BUFFER(object view)
     object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
     void *PyUnicode_DATA(object text)
     const char *PyUnicode_AsUTF8AndSize(object text, Py_ssize_t *size) except NULL
@@ -54,6 +55,7 @@ cdef void _free(void *memory) noexcept
 cdef bytes _new_bytes(Py_ssize_t size)
 cdef unsigned char *_bytes_memory(bytes data) noexcept
 cdef bytes _finished_bytes(bytes data)
+cdef unsigned char *_view_memory(object view) noexcept
 cdef object _writable_view(unsigned char *memory, Py_ssize_t start, Py_ssize_t size)
 cdef void _copy(unsigned char *target, Py_ssize_t target_start, const unsigned char *source,
                        Py_ssize_t source_start, Py_ssize_t size) noexcept
@@ -118,11 +120,13 @@ cdef class FrameReader:
         bint _compressed
         object _seek_skip
         bytes _seek_pending
+        object _read_buffer
         readonly bint failed
         readonly bint closed
         readonly bint seeking
 
     cpdef object get_buffer(self, Py_ssize_t sizehint)
+    @cython.locals(shared=object)
     cpdef list buffer_updated(self, Py_ssize_t nbytes)
     @cython.locals(consumed=Py_ssize_t, tail=Py_ssize_t)
     cdef void _feed(self, unsigned char *data, Py_ssize_t size, list events)

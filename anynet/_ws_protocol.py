@@ -57,6 +57,7 @@ from anynet._backend import (
 )
 from anynet import _ws_closing as closing_rules
 from anynet._connection_core import CLOSED, CLOSING, OPEN
+from anynet._copied_reads import loop_read_buffer
 from anynet._events import (
     CLOSE_ABNORMAL,
     CLOSE_INTERNAL_ERROR,
@@ -174,7 +175,9 @@ class WebSocketClient(ConnectionCore, asyncio.BufferedProtocol):
             deflater = Deflater(*deflate.compressor(is_client), settings.level)
             compress_min = settings.min_size
         super().__init__(
-            FrameReader(is_client, options.max_message_size, inflater),
+            FrameReader(
+                is_client, options.max_message_size, inflater, loop_read_buffer(asyncio.get_running_loop())
+            ),
             FrameWriter(is_client),
             options,
             deflater,

@@ -642,6 +642,53 @@ def test_buffer_grows_to_fit_a_large_frame_and_is_released(framing):
     assert reader.buffer_size == 0
 
 
+def test_idle_readers_read_into_the_shared_read_buffer(framing):
+    shared = memoryview(bytearray(4096))
+    reader = server_reader(framing, read_buffer=shared)
+    assert reader.get_buffer(-1) is shared
+    frame = client_frame(0x2, b"whole") + client_frame(0x1, b"and a half")
+    shared[: len(frame) - 3] = frame[:-3]
+    assert reader.buffer_updated(len(frame) - 3) == [b"whole"]
+    # The incomplete frame moved to the reader's own buffer, which the rest
+    # of it is read into; once drained, reads go to the shared buffer again.
+    assert reader.buffer_size > 0
+    shared[:] = bytes(len(shared))
+    buffer = reader.get_buffer(-1)
+    assert buffer is not shared
+    buffer[:3] = frame[-3:]
+    assert reader.buffer_updated(3) == ["and a half"]
+    assert reader.buffer_size == 0
+    assert reader.get_buffer(-1) is shared
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 100, 4096, 65536, 1 << 20])
+def test_readers_sharing_a_read_buffer_take_turns(framing, chunk_size):
+    """Two connections of one event loop, their reads interleaved."""
+    shared = memoryview(bytearray(128 * 1024))
+    streams = [mixed_stream(), b"".join(client_frame(0x2, os.urandom(size)) for size in (3, 300, 3000, 100000))]
+    readers = [server_reader(framing, read_buffer=shared) for _ in streams]
+    positions = [0, 0]
+    events: list[list] = [[], []]
+    while any(position < len(stream) for position, stream in zip(positions, streams)):
+        for index, (reader, stream) in enumerate(zip(readers, streams)):
+            position = positions[index]
+            if position < len(stream):
+                buffer = reader.get_buffer(-1)
+                count = min(len(buffer), chunk_size, len(stream) - position)
+                buffer[:count] = stream[position : position + count]
+                positions[index] += count
+                events[index] += reader.buffer_updated(count)
+    assert events == [server_reader(framing).feed(stream) for stream in streams]
+
+
+@pytest.mark.parametrize(
+    "read_buffer", [memoryview(bytes(8192)), memoryview(bytearray(100)), memoryview(bytearray(8192)).cast("I"), bytearray(8192)]
+)
+def test_the_read_buffer_must_be_a_writable_memoryview_of_bytes(framing, read_buffer):
+    with pytest.raises(ValueError, match="read_buffer"):
+        server_reader(framing, read_buffer=read_buffer)
+
+
 def test_tail_kept_by_feed_is_released(framing):
     reader = server_reader(framing)
     frame = client_frame(0x2, bytes(200000))
