@@ -41,6 +41,7 @@ import resource
 import sys
 import time
 from pathlib import Path
+from queue import Empty
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -353,7 +354,7 @@ async def _queue_get(queue: Any) -> Any:
     while True:
         try:
             return queue.get_nowait()
-        except Exception:  # queue.Empty
+        except Empty:
             await asyncio.sleep(0.05)
 
 
@@ -365,7 +366,11 @@ async def _while_alive(process: Any, step: Any, timeout: float = 300) -> None:
     try:
         while not task.done():
             if not process.is_alive():
-                raise RuntimeError(f"the clients process died (exit code {process.exitcode})")
+                # What it put in a queue before it ended is still to be read.
+                await asyncio.wait([task], timeout=1)
+                if not task.done():
+                    raise RuntimeError(f"the clients process died (exit code {process.exitcode})")
+                break
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no progress in {timeout} s")
             await asyncio.wait([task], timeout=0.2)
