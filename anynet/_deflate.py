@@ -67,6 +67,13 @@ def _deflate_bits(window_bits: int) -> int:
     return max(window_bits, 9)
 
 
+def _without_tail(compressed: bytes, flushed: bytes) -> bytes:
+    # The flush writes the whole tail. Cutting it off the flushed piece
+    # before joining copies a message once, not twice (and not at all when
+    # the compressor kept everything for the flush, as for small messages).
+    return compressed + flushed[:-4]
+
+
 _local = threading.local()
 
 
@@ -125,13 +132,13 @@ class Deflater:
                 compressor = self._compressor = zlib.compressobj(
                     self.level, zlib.DEFLATED, -_deflate_bits(self.window_bits), self.mem_level
                 )
-            return (compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+            return _without_tail(compressor.compress(data), compressor.flush(zlib.Z_SYNC_FLUSH))
         # A full flush ends with the same tail as a sync flush and empties
         # the window, so the next message, whoever sends it, refers to
         # nothing before it: the stream can be the thread's.
         compressor = _shared_compressor(self.window_bits, self.level, self.mem_level)
         try:
-            return (compressor.compress(data) + compressor.flush(zlib.Z_FULL_FLUSH))[:-4]
+            return _without_tail(compressor.compress(data), compressor.flush(zlib.Z_FULL_FLUSH))
         except BaseException:
             _forget_shared_compressor(self.window_bits, self.level, self.mem_level)
             raise

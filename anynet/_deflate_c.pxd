@@ -5,6 +5,7 @@ cimport cython
 
 cpdef int mem_level_for(int window_bits)
 cdef int _deflate_bits(int window_bits)
+cdef bytes _without_tail(bytes compressed, bytes flushed)
 cdef object _shared_compressor(int window_bits, int level, int mem_level)
 cdef void _forget_shared_compressor(int window_bits, int level, int mem_level) except *
 
