@@ -59,12 +59,11 @@ def _extensions():
         return []
     from Cython.Build import cythonize
 
-    def extension(name, *sources, libraries=()):
+    def extension(name, *sources):
         return Extension(
             name,
             sources=list(sources),
             include_dirs=["src"],
-            libraries=list(libraries),
             # Sizes meet frame lengths (uint64_t) in comparisons where both
             # are known to be non-negative.
             extra_compile_args=[] if sys.platform == "win32" else ["-O3", "-Wno-sign-compare"],
@@ -77,7 +76,7 @@ def _extensions():
     # file older than its module's .pxd files is generated again.
     modules = {
         "anynet/_framing.py": ["anynet/_framing_c.pxd"],
-        "anynet/_deflate.py": ["anynet/_deflate_c.pxd", "anynet/_deflate_kernel.pxd"],
+        "anynet/_deflate.py": ["anynet/_deflate_c.pxd"],
         "anynet/_connection_core.py": ["anynet/_connection_core_c.pxd", "anynet/_framing_c.pxd"],
     }
     stale = any(
@@ -85,12 +84,10 @@ def _extensions():
         and os.path.getmtime(source[:-3] + ".c") < max(map(os.path.getmtime, pxd_files))
         for source, pxd_files in modules.items()
     )
-    # Compression calls zlib's C API.
-    zlib = "zlib" if sys.platform == "win32" else "z"
     return cythonize(
         [
             extension("anynet._framing_c", "anynet/_framing.py", "src/mask.c", "src/utf8.c"),
-            extension("anynet._deflate_c", "anynet/_deflate.py", "src/deflate.c", libraries=[zlib]),
+            extension("anynet._deflate_c", "anynet/_deflate.py"),
             extension("anynet._connection_core_c", "anynet/_connection_core.py"),
         ],
         force=stale,

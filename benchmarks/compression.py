@@ -9,9 +9,10 @@ parameters where it can be:
   of identical messages would flatter context takeover). Parameters: context
   takeover and 15-bit windows both ways, the only set aiohttp offers and
   accepts; and, for anynet and websockets, no context takeover both ways
-  (anynet's server default). websockets and aiohttp compress at zlib's
-  default level (6), anynet at level 1 by default: ``anynet-l6`` is anynet
-  at level 6, for a like-for-like line.
+  (anynet's server default). websockets compresses at zlib's default level
+  (6), aiohttp at zlib's level 1, anynet at zlib-ng's level 1 by default
+  (faster than zlib's, for larger output): ``anynet-l6`` is anynet at
+  level 6, for a like-for-like line with websockets.
 - ``memory``: the server's resident memory per idle connection, once each
   connection has received and sent one compressed message, at each
   library's default (anynet: no context takeover; websockets: 12-bit
@@ -40,6 +41,7 @@ import resource
 import sys
 import time
 from pathlib import Path
+from queue import Empty
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -315,7 +317,9 @@ async def broadcast_rate(library: str, takeover: Optional[bool], count: int, rou
 
     async def ws_handler(connection: Any) -> None:
         joined(connection)
-        await asyncio.Event().wait()
+        # Not an endless wait: closing a websockets server waits for its
+        # handlers to return.
+        await connection.wait_closed()
 
     options: Dict[str, Any] = {}
     if takeover is not None:
@@ -331,20 +335,48 @@ async def _broadcast(port, count, rounds, ready, done, enough, send, messages) -
     clients = context.Process(target=broadcast_clients, args=(port, count, rounds, ready, done), daemon=True)
     clients.start()
     try:
-        await asyncio.wait_for(enough.wait(), 300)
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, ready.get, True, 300)
+        await _while_alive(clients, enough.wait())
+        await _while_alive(clients, _queue_get(ready))
         spent = 0.0
         for message in messages:
             start = time.perf_counter()
             send(message)
             spent += time.perf_counter() - start
             await asyncio.sleep(0)  # let the transports write
-        await loop.run_in_executor(None, done.get, True, 300)
+        await _while_alive(clients, _queue_get(done))
         return rounds * count / spent
     finally:
         clients.kill()
         clients.join()
+
+
+async def _queue_get(queue: Any) -> Any:
+    while True:
+        try:
+            return queue.get_nowait()
+        except Empty:
+            await asyncio.sleep(0.05)
+
+
+async def _while_alive(process: Any, step: Any, timeout: float = 300) -> None:
+    """Await ``step``, failing at once if ``process`` dies (its traceback is
+    on stderr) rather than waiting out the timeout."""
+    task = asyncio.ensure_future(step)
+    deadline = time.monotonic() + timeout
+    try:
+        while not task.done():
+            if not process.is_alive():
+                # What it put in a queue before it ended is still to be read.
+                await asyncio.wait([task], timeout=1)
+                if not task.done():
+                    raise RuntimeError(f"the clients process died (exit code {process.exitcode})")
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no progress in {timeout} s")
+            await asyncio.wait([task], timeout=0.2)
+        task.result()
+    finally:
+        task.cancel()
 
 
 # ----------------------------------------------------------------------
