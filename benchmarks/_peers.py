@@ -110,6 +110,26 @@ class Meter:
         return result
 
 
+class Countdown(Meter):
+    """A meter whose traffic stops once ``round_trips`` have completed (the
+    messages in flight then complete too): a fixed amount of work, for
+    counting instructions or timing a fixed number of round trips."""
+
+    def __init__(self, round_trips: int) -> None:
+        self._stop_at = round_trips
+        super().__init__()
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    @count.setter
+    def count(self, value: int) -> None:
+        self._count = value
+        if value >= self._stop_at:
+            self.running = False
+
+
 def check_first_reply(reply: bytes, payload: bytes) -> None:
     """Compare a connection's first reply byte for byte; later replies are checked by length."""
     if reply != payload:

@@ -34,30 +34,12 @@ import _peers
 import _worker
 
 
-class Countdown(_peers.Meter):
-    """A meter whose traffic stops once ``round_trips`` have completed."""
-
-    def __init__(self, round_trips: int) -> None:
-        self._stop_at = round_trips
-        super().__init__()
-
-    @property
-    def count(self) -> int:
-        return self._count
-
-    @count.setter
-    def count(self, value: int) -> None:
-        self._count = value
-        if value >= self._stop_at:
-            self.running = False
-
-
 async def drive(library: str, port: int, connections: int, size: int, round_trips: int) -> int:
     """``round_trips`` ping-pong round trips in all over ``connections``; how many
     completed (the messages in flight when the count is reached complete too)."""
     payload = os.urandom(size)
     client = _peers.make_client(library, payload)
-    meter = Countdown(round_trips)
+    meter = _peers.Countdown(round_trips)
     async with contextlib.AsyncExitStack() as stack:
         if hasattr(client, "aclose"):
             stack.push_async_callback(client.aclose)

@@ -22,24 +22,6 @@ LIBRARIES = ("anynet", "anynet-callback", "picows", "websockets", "aiohttp", "ra
 LOOPS = ("asyncio", "uvloop")
 
 
-class Countdown(_peers.Meter):
-    """A meter that stops the traffic after ``round_trips``."""
-
-    def __init__(self, round_trips: int) -> None:
-        self._stop_at = round_trips
-        super().__init__()
-
-    @property
-    def count(self) -> int:
-        return self._count
-
-    @count.setter
-    def count(self, value: int) -> None:
-        self._count = value
-        if value >= self._stop_at:
-            self.running = False
-
-
 @contextlib.contextmanager
 def connected(library, loop_name, payload):
     """An event loop, and a client connection of ``library`` to its server on that loop."""
@@ -70,7 +52,7 @@ def test_round_trip(benchmark, library, loop_name):
     with connected(library, loop_name, payload) as (loop, connection):
 
         def round_trips():
-            meter = Countdown(ROUND_TRIPS)
+            meter = _peers.Countdown(ROUND_TRIPS)
             loop.run_until_complete(connection.ping_pong(payload, meter))
             return meter.count
 
