@@ -37,7 +37,7 @@ from _cluster import BENCHMARKS, REPOSITORY, Child, announce, new_event_loop, un
 HEADER = struct.Struct("!II")  # sender, index (or a marker below)
 HELLO = 0xFFFFFFFF  # before the run: every connection is registered
 END = 0xFFFFFFFE  # after a sender's messages: they have all arrived, or been skipped
-MARKERS = END
+FIRST_MARKER = END  # indices from here up are markers, not messages
 
 
 async def run_server(policy: str) -> None:
@@ -49,7 +49,7 @@ async def run_server(policy: str) -> None:
     counts = {"skipped": 0, "closed": 0}
 
     def count(result: websocket.BroadcastResult, message: bytes) -> None:
-        if result.skipped and HEADER.unpack_from(message)[1] < MARKERS:
+        if result.skipped and HEADER.unpack_from(message)[1] < FIRST_MARKER:
             counts["skipped"] += len(result.skipped)
         counts["closed"] += len(result.closed)
 
